@@ -1,0 +1,9 @@
+//! Integration tests of volo-etcd against real etcd servers (one per test, started by
+//! test-support), so they run in parallel. Every wait polls a condition with a deadline.
+
+mod auth;
+mod common;
+mod discovery;
+mod registration;
+mod resilience;
+mod server;

@@ -1,0 +1,31 @@
+# Shared by the scripts: install what the project needs on Debian/Ubuntu, when it is missing.
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=
+apt_install() {
+    if ! command -v apt-get >/dev/null; then
+        echo "error: $* missing and this is not a Debian/Ubuntu machine: install them yourself" >&2
+        exit 1
+    fi
+    if [ -z "$apt_updated" ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# protoc (etcd-client's build needs it) and etcd 3.4+ (tests and the local stack run it).
+ensure_tools() {
+    local missing=()
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v etcdctl >/dev/null || missing+=(etcd-client)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}

@@ -1,0 +1,3 @@
+fn main() {
+    idlgen::build("idl");
+}
