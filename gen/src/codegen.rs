@@ -395,6 +395,21 @@ where
         .map_err(::volo_etcd::ServeError::Serve)
 }}
 
+/// Binds `listen` and serves until SIGINT/SIGTERM: `serve` for a `main`.
+pub async fn bind_and_serve<S>(
+    handler: S,
+    listen: ::std::net::SocketAddr,
+    options: &::volo_etcd::ServeOptions,
+) -> ::std::result::Result<(), ::volo_etcd::ServeError>
+where
+    S: super::{trait_name} + ::std::marker::Send + ::std::marker::Sync + 'static,
+{{
+    let listener = ::tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ::volo_etcd::ServeError::Bind {{ addr: listen, source }})?;
+    serve(handler, listener, options, ::volo_etcd::Shutdown::never()).await
+}}
+
 /// A client that finds instances through etcd and follows them live, with the options'
 /// timeouts and retries. Call inside a Tokio runtime.
 pub fn client(options: &::volo_etcd::ClientOptions) -> super::{trait_name}Client {{

@@ -160,10 +160,7 @@ async fn main() -> anyhow::Result<()> {{
         )
         .init();
     let config = Config::parse();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {{}}", config.listen))?;
-    {glue}::serve(Handler::default(), listener, &config.serve_options(), rpc::volo_etcd::Shutdown::never())
+    {glue}::bind_and_serve(Handler::default(), config.listen, &config.serve_options())
         .await
         .context("{service} stopped with an error")
 }}
