@@ -164,6 +164,9 @@ pub(crate) async fn connect(options: &EtcdOptions) -> Result<Client, Error> {
 
 fn classify_connect_error(options: &EtcdOptions, e: etcd_client::Error) -> Error {
     let endpoints = options.endpoints_display();
+    if let Some(reason) = tls_failure_with(options, &e) {
+        return Error::Tls { endpoints, reason };
+    }
     if let (Some(auth), etcd_client::Error::GRpcStatus(status)) = (&options.auth, &e) {
         // gRPC codes 16 (unauthenticated) and 7 (permission denied); etcd 3.4 answers a bad
         // password with "invalid argument: authentication failed".
@@ -187,6 +190,176 @@ fn classify_connect_error(options: &EtcdOptions, e: etcd_client::Error) -> Error
     Error::Unreachable {
         endpoints,
         source: CallError::Etcd(e),
+    }
+}
+
+/// The error for a request that failed while starting up (registering, first list): a TLS
+/// failure, a refusal, or etcd not reachable.
+pub(crate) fn startup_error(options: &EtcdOptions, source: CallError) -> Error {
+    let endpoints = options.endpoints_display();
+    if let CallError::Etcd(e) = &source {
+        if let Some(reason) = tls_failure_with(options, e) {
+            return Error::Tls { endpoints, reason };
+        }
+    }
+    if source.is_refusal() {
+        Error::Refused { endpoints, source }
+    } else {
+        Error::Unreachable { endpoints, source }
+    }
+}
+
+/// [`tls_failure`], plus one guess: with TLS 1.3 etcd checks the client certificate after
+/// the handshake, and a missing or refused one often shows up as nothing more than a
+/// connection closed (or a broken pipe) under the first request, when the server's alert
+/// is not read in time. Only used for the first requests of a registration or discoverer.
+pub(crate) fn tls_failure_with(options: &EtcdOptions, e: &etcd_client::Error) -> Option<String> {
+    if let Some(reason) = tls_failure(e) {
+        return Some(reason);
+    }
+    let tls = options.tls.as_ref()?;
+    if !closed_by_peer(e) {
+        return None;
+    }
+    let client_cert = match &tls.cert {
+        Some(cert) => format!(
+            "is the client certificate {} signed by etcd's --trusted-ca-file?",
+            cert.display()
+        ),
+        None => "it probably requires a client certificate (EtcdOptions::tls.cert and .key \
+                 are not set)"
+            .to_owned(),
+    };
+    Some(format!(
+        "etcd closed the connection after the TLS handshake; {client_cert}"
+    ))
+}
+
+/// What went wrong in TLS, when `e` is a TLS failure: our CA does not trust etcd's
+/// certificate, etcd refused our client certificate, the peer does not speak TLS.
+/// etcd-client reports these as "unavailable" or "transport error", like a dead server; the
+/// cause is a `rustls::Error` among the error's sources, either as such or (when a layer
+/// turned it into text) as its message.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_failure(e: &etcd_client::Error) -> Option<String> {
+    /// How rustls' (and tokio-rustls') error messages begin, for errors only known as text.
+    const RUSTLS_MESSAGES: [&str; 7] = [
+        "tls handshake eof", // tokio-rustls: the peer closed during the handshake
+        "invalid peer certificate",
+        "received fatal alert",
+        "received corrupt message",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+    ];
+    let mut found = None;
+    for_each_source(e, |err| {
+        // rustls errors travel inside `io::Error`s, whose `source()` skips them.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        let typed = err
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| inner.and_then(|inner| inner.downcast_ref::<rustls::Error>()));
+        if let Some(tls) = typed {
+            found = Some(describe_tls(tls));
+            return true;
+        }
+        let text = inner.map_or_else(|| err.to_string(), |inner| inner.to_string());
+        if RUSTLS_MESSAGES.iter().any(|m| text.starts_with(m)) {
+            found = Some(format!(
+                "TLS handshake failed: {text}{}",
+                hint_for_text(&text)
+            ));
+            return true;
+        }
+        false
+    });
+    found
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn tls_failure(_e: &etcd_client::Error) -> Option<String> {
+    None
+}
+
+/// Whether the peer closed the connection under a request (before any answer): hyper's
+/// "connection closed", or a broken pipe / reset / early end of the stream.
+pub(crate) fn closed_by_peer(e: &etcd_client::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut closed = false;
+    for_each_source(e, |err| {
+        let io_kind = err.downcast_ref::<std::io::Error>().map(|io| io.kind());
+        closed = matches!(
+            io_kind,
+            Some(
+                ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            )
+        ) || err.to_string().contains("connection closed");
+        closed
+    });
+    closed
+}
+
+/// Calls `visit` on the sources of `e` (etcd-client's error has no `source()`; its
+/// variants hold the transport's errors) until it returns `true`.
+fn for_each_source(
+    e: &etcd_client::Error,
+    mut visit: impl FnMut(&(dyn std::error::Error + 'static)) -> bool,
+) {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(transport) => Some(transport),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = next {
+        if visit(err) {
+            return;
+        }
+        next = err.source();
+    }
+}
+
+/// A rustls error with a hint at the usual cause.
+#[cfg(feature = "tls")]
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError, Error as E};
+    let hint = match e {
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            " (EtcdOptions::tls.ca is not the CA that signed etcd's certificate)"
+        }
+        E::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => " (etcd's certificate is not issued for the endpoint's host)",
+        E::AlertReceived(Alert::CertificateRequired) => {
+            " (etcd requires a client certificate: set EtcdOptions::tls.cert and .key)"
+        }
+        E::AlertReceived(Alert::BadCertificate | Alert::UnknownCA) => {
+            " (etcd refused the client certificate: is it signed by etcd's --trusted-ca-file?)"
+        }
+        E::InvalidMessage(_) => " (does this endpoint serve TLS?)",
+        _ => "",
+    };
+    format!("TLS handshake failed: {e}{hint}")
+}
+
+/// The hint of [`describe_tls`] for a rustls message known only as text.
+#[cfg(feature = "tls")]
+fn hint_for_text(text: &str) -> &'static str {
+    if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (EtcdOptions::tls.ca is not the CA that signed etcd's certificate)"
+    } else if text.contains("CertificateRequired") {
+        " (etcd requires a client certificate: set EtcdOptions::tls.cert and .key)"
+    } else if text.contains("BadCertificate") || text.contains("UnknownCA") {
+        " (etcd refused the client certificate: is it signed by etcd's --trusted-ca-file?)"
+    } else if text.starts_with("received corrupt message") || text.contains("handshake eof") {
+        " (does this endpoint serve TLS?)"
+    } else {
+        ""
     }
 }
 

@@ -25,7 +25,7 @@ use volo::{
 
 use crate::{
     backoff::Backoff,
-    connection::Connection,
+    connection::{Connection, tls_failure_with},
     error::{CallError, Error, validate_service_name},
     options::EtcdOptions,
     record::{InstanceRecord, sorted},
@@ -75,6 +75,31 @@ struct Inner {
 struct ServiceState {
     /// The current list; `loaded` turns true after the first successful list.
     snapshot: watch::Sender<Snapshot>,
+    /// Why the last list+watch round failed, cleared by a successful list: what `discover()`
+    /// reports when the first list does not come in time.
+    failure: Mutex<Option<RoundFailure>>,
+}
+
+/// A failed round, kept for the error of a `discover()` that waited in vain.
+#[derive(Clone, Debug)]
+enum RoundFailure {
+    /// The TLS handshake failed (reported as `Error::Tls`: it will not heal by waiting).
+    Tls(String),
+    /// Anything else, as text.
+    Other(String),
+}
+
+impl ServiceState {
+    fn set_failure(&self, failure: Option<RoundFailure>) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+
+    fn failure(&self) -> Option<RoundFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -158,6 +183,7 @@ impl Inner {
         }
         let state = Arc::new(ServiceState {
             snapshot: watch::Sender::new(Snapshot::default()),
+            failure: Mutex::new(None),
         });
         services.insert(name.clone(), state.clone());
         let task = WatchTask {
@@ -181,14 +207,22 @@ impl Inner {
     async fn wait_loaded(&self, name: &str, state: &ServiceState) -> Result<Snapshot, Error> {
         let timeout = self.conn.timeout();
         let mut rx = state.snapshot.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(|s| s.loaded)).await {
-            Ok(Ok(s)) => Ok(s.clone()),
-            _ => Err(Error::NotLoaded {
-                service: name.to_owned(),
-                endpoints: self.conn.endpoints(),
-                timeout,
-            }),
+        if let Ok(Ok(s)) = tokio::time::timeout(timeout, rx.wait_for(|s| s.loaded)).await {
+            return Ok(s.clone());
         }
+        let endpoints = self.conn.endpoints();
+        Err(match state.failure() {
+            Some(RoundFailure::Tls(reason)) => Error::Tls { endpoints, reason },
+            failure => Error::NotLoaded {
+                service: name.to_owned(),
+                endpoints,
+                timeout,
+                reason: match failure {
+                    Some(RoundFailure::Other(why)) => why,
+                    _ => "no answer yet".to_owned(),
+                },
+            },
+        })
     }
 }
 
@@ -282,6 +316,20 @@ enum RoundEnd {
     Canceled(String),
 }
 
+impl RoundEnd {
+    /// What to keep of this end for `discover()`'s error.
+    fn failure(&self, options: &EtcdOptions) -> RoundFailure {
+        match self {
+            RoundEnd::Connect(Error::Tls { reason, .. }) => RoundFailure::Tls(reason.clone()),
+            RoundEnd::Call(CallError::Etcd(e), _) => match tls_failure_with(options, e) {
+                Some(reason) => RoundFailure::Tls(reason),
+                None => RoundFailure::Other(self.to_string()),
+            },
+            _ => RoundFailure::Other(self.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for RoundEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -315,6 +363,8 @@ impl WatchTask {
         loop {
             let started = tokio::time::Instant::now();
             let end = self.round(&mut health).await;
+            self.state
+                .set_failure(Some(end.failure(self.conn.options())));
             if let RoundEnd::Call(_, generation) = &end {
                 self.conn.invalidate(*generation).await;
             }
@@ -355,6 +405,7 @@ impl WatchTask {
             Err(e) => return RoundEnd::Call(e, generation),
         };
         let revision = listed.header().map_or(0, |h| h.revision());
+        self.state.set_failure(None);
         let mut current: BTreeMap<String, Arc<Instance>> = BTreeMap::new();
         for kv in listed.kvs() {
             self.apply_put(&mut current, kv);

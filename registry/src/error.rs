@@ -19,7 +19,9 @@ pub enum Error {
     #[error("invalid etcd options: {0}")]
     InvalidOptions(String),
 
-    /// A TLS setting could not be applied (file unreadable, feature `tls` not compiled in, ...).
+    /// A TLS setting could not be applied (file unreadable, feature `tls` not compiled in),
+    /// or the TLS handshake with etcd failed (etcd's certificate not signed by the configured
+    /// CA, client certificate missing or refused, endpoint not serving TLS).
     #[error("cannot use TLS for etcd at {endpoints}: {reason}")]
     Tls {
         /// The configured endpoints.
@@ -63,7 +65,7 @@ pub enum Error {
     /// The first instance list of a service was not loaded within the dial timeout
     /// (etcd unreachable since the process started).
     #[error(
-        "instances of service {service:?} not loaded from etcd at {endpoints} within {timeout:?}"
+        "instances of service {service:?} not loaded from etcd at {endpoints} within {timeout:?}: {reason}"
     )]
     NotLoaded {
         /// The service being resolved.
@@ -72,6 +74,8 @@ pub enum Error {
         endpoints: String,
         /// How long discovery waited.
         timeout: Duration,
+        /// The last failure seen meanwhile, or that none was seen yet.
+        reason: String,
     },
 
     /// No address to register: the listener is on `0.0.0.0`/`::` and no routable address

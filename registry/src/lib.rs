@@ -16,6 +16,13 @@
 //!   signals (its shutdown hooks, and so deregistration, still run).
 //! - [`record`]: the JSON record and key layout of registry-etcd.
 //! - `serve`: [`ServeError`], what a generated `serve()` (announce + run) returns.
+//! - `connection`: one reconnectable etcd client per registration / discoverer; TLS and auth
+//!   are applied there, and TLS failures are told apart from an unreachable etcd.
+//!
+//! # Features
+//!
+//! - `tls` (default): TLS to etcd with rustls and ring. Without it, `EtcdOptions::tls` is an
+//!   error at startup.
 //!
 //! # Use
 //!

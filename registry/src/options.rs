@@ -30,8 +30,10 @@ pub struct EtcdOptions {
     pub dial_timeout: Duration,
     /// User and password when etcd has authentication enabled.
     pub auth: Option<Credentials>,
-    /// Certificates when etcd serves TLS (needs the crate feature `tls`; without it a TLS
-    /// setting is an error at connect, never silently ignored).
+    /// Certificates when etcd serves TLS (crate feature `tls`, on by default; built without
+    /// it, a TLS setting is an error at connect, never silently ignored). A TLS failure
+    /// (untrusted server, refused client certificate) is `Error::Tls`, never a fallback
+    /// to plain text.
     pub tls: Option<TlsOptions>,
 }
 

@@ -23,7 +23,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     address::routable_address,
     backoff::Backoff,
-    connection::Connection,
+    connection::{Connection, startup_error},
     error::{CallError, Error, validate_service_name},
     options::{EtcdOptions, RegisterOptions, ServeOptions},
     record::{InstanceRecord, instance_key},
@@ -108,18 +108,7 @@ pub async fn register(
     };
     let granted = match keeper.put_under_new_lease().await {
         Ok(granted) => granted,
-        Err(Failure::Call(source)) if source.is_refusal() => {
-            return Err(Error::Refused {
-                endpoints: etcd.endpoints_display(),
-                source,
-            });
-        }
-        Err(Failure::Call(source)) => {
-            return Err(Error::Unreachable {
-                endpoints: etcd.endpoints_display(),
-                source,
-            });
-        }
+        Err(Failure::Call(source)) => return Err(startup_error(etcd, source)),
         Err(Failure::Connect(e)) => return Err(e),
     };
     tracing::info!(key = %key, ttl_secs = granted.ttl, "registered in etcd");

@@ -5,20 +5,10 @@ use volo_etcd::{Credentials, Error, EtcdDiscover};
 
 use crate::common::*;
 
-/// Creates `root` with `password` and enables auth, as an operator would.
-async fn enable_auth(etcd: &Etcd, password: &str) {
-    let mut client = raw_client(etcd).await;
-    client.user_add("root", password, None).await.unwrap();
-    let _ = client.role_add("root").await; // exists already on some versions
-    client.user_grant_role("root", "root").await.unwrap();
-    client.auth_enable().await.unwrap();
-}
-
 #[tokio::test]
 async fn credentials_are_used_and_bad_ones_rejected() {
     init_tracing();
-    let etcd = Etcd::start().await;
-    enable_auth(&etcd, "s3cret").await;
+    let etcd = Etcd::builder().auth("s3cret").start().await;
 
     let mut options = serve_options(&etcd, "user");
     options.etcd.auth = Some(Credentials::new("root", "s3cret"));

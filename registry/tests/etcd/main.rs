@@ -3,7 +3,10 @@
 
 mod auth;
 mod common;
+mod compaction;
 mod discovery;
 mod registration;
 mod resilience;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;

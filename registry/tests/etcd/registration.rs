@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use test_support::{Etcd, wait_until};
+use test_support::{ChildProcess, Etcd, wait_until};
 use tokio::net::TcpListener;
 use volo_etcd::{Error, Shutdown};
 
@@ -67,6 +67,100 @@ async fn dropped_registration_expires_within_ttl() {
         "key still present 3 s (TTL + 1 s) after the registration was dropped"
     );
     eprintln!("key expired {:?} after drop", dropped_at.elapsed());
+}
+
+/// Set only in the child process of `killed_process_key_disappears_within_ttl`: the endpoint
+/// of the etcd it registers in.
+const CHILD_ETCD_ENV: &str = "VOLO_ETCD_TEST_CHILD_ETCD";
+/// The service the child registers.
+const CHILD_SERVICE: &str = "crashing";
+/// The child's lease TTL.
+const CHILD_TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn killed_process_key_disappears_within_ttl() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ttl = CHILD_TTL;
+    // The child is this test binary again, filtered to the helper below.
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "registration::child_registers_and_waits_to_be_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ETCD_ENV, etcd.endpoint());
+    let mut child = ChildProcess::spawn(command).expect("spawn the child process");
+    let prefix = format!("kitex/registry-etcd/{CHILD_SERVICE}/");
+
+    let registered = wait_until(SOON, || async {
+        keys_under(&etcd, &prefix).await.len() == 1
+    })
+    .await;
+    assert!(
+        registered,
+        "the child never registered; its output:\n{}",
+        child.output()
+    );
+    let key = keys_under(&etcd, &prefix).await.remove(0);
+
+    // The child keeps its lease alive: the key outlives 1.5 TTL, so its later disappearance
+    // is the kill's doing.
+    let alive_until = Instant::now() + ttl * 3 / 2;
+    while Instant::now() < alive_until {
+        assert!(child.is_running(), "child exited: {}", child.output());
+        assert!(
+            value_at(&etcd, &key).await.is_some(),
+            "key lapsed while the child lived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        value_at(&etcd, &key).await.is_some(),
+        "key gone before the child was killed"
+    );
+
+    child.kill(); // SIGKILL: no deregistration, no revoke
+    let killed_at = Instant::now();
+    let gone = wait_until(ttl + Duration::from_secs(2), || async {
+        value_at(&etcd, &key).await.is_none()
+    })
+    .await;
+    let after = killed_at.elapsed();
+    assert!(gone, "key still present {after:?} after SIGKILL");
+    assert!(
+        after <= ttl + Duration::from_secs(1),
+        "key disappeared {after:?} after SIGKILL, more than TTL + 1 s"
+    );
+    eprintln!("key of the killed process disappeared {after:?} after SIGKILL");
+}
+
+/// Not a test of its own: the child process of `killed_process_key_disappears_within_ttl`,
+/// which runs this binary again with [`CHILD_ETCD_ENV`] set. Without it, it does nothing.
+/// The child registers (TTL 2 s) and waits to be killed; if the parent test dies first, the
+/// child's stdin closes and it leaves, letting the lease expire.
+#[tokio::test]
+async fn child_registers_and_waits_to_be_killed() {
+    let Ok(endpoint) = std::env::var(CHILD_ETCD_ENV) else {
+        return;
+    };
+    init_tracing();
+    let mut options = volo_etcd::ServeOptions::new(CHILD_SERVICE);
+    options.etcd.endpoints = vec![endpoint];
+    options.etcd.dial_timeout = Duration::from_secs(2);
+    options.register.ttl = CHILD_TTL;
+    let registration = register_local(&options).await;
+    eprintln!("child: registered {}", registration.key());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        let _ = closed_tx.send(());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(120), closed_rx).await;
+    eprintln!("child: parent gone; leaving without deregistering");
+    drop(registration);
 }
 
 #[tokio::test]
