@@ -18,12 +18,18 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
 }
 
-# protoc (etcd-client's build needs it) and etcd 3.4+ (tests and the local stack run it).
+# protoc (etcd-client's build needs it), etcd 3.4+ (tests and the local stack run it), the
+# PostgreSQL server binaries (tests start their own throwaway server with them), and Apache
+# Thrift's compiler and Python library (the interoperability test's client).
 ensure_tools() {
     local missing=()
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v etcdctl >/dev/null || missing+=(etcd-client)
+    [ -n "${PG_BIN:-}" ] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+    # A standard Apache Thrift client, for the interoperability test.
+    command -v thrift >/dev/null || missing+=(thrift-compiler)
+    [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import thrift' 2>/dev/null || missing+=(python3-thrift)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "==> installing ${missing[*]}"
         apt_install "${missing[@]}"

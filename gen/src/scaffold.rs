@@ -149,7 +149,6 @@ fn main_rs(package: &str, idl: &Idl, svc: &Service) -> String {
 use anyhow::Context as _;
 use clap::Parser as _;
 use {krate}::{{Config, Handler}};
-use {module}::{glue};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {{
@@ -160,7 +159,7 @@ async fn main() -> anyhow::Result<()> {{
         )
         .init();
     let config = Config::parse();
-    {glue}::bind_and_serve(Handler::default(), config.listen, &config.serve_options())
+    {module}::{glue}::bind_and_serve(Handler::default(), config.listen, &config.serve_options())
         .await
         .context("{service} stopped with an error")
 }}

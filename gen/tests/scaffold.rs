@@ -43,7 +43,7 @@ fn new_service_writes_a_crate_that_compiles() {
     let out = Command::new(env!("CARGO_BIN_EXE_idlgen"))
         .args(["new-service"])
         .arg(repo().join("idl/user.thrift"))
-        .args(["UserService", "--out", "services/demo"])
+        .args(["UserService", "--out", "services/user"])
         .current_dir(ws.path())
         .output()
         .expect("idlgen runs");
@@ -61,11 +61,11 @@ fn new_service_writes_a_crate_that_compiles() {
         "src/handler.rs",
     ] {
         assert!(
-            created.contains(&format!("created services/demo/{file}")),
+            created.contains(&format!("created services/user/{file}")),
             "{created}"
         );
     }
-    let handler = std::fs::read_to_string(ws.path().join("services/demo/src/handler.rs")).unwrap();
+    let handler = std::fs::read_to_string(ws.path().join("services/user/src/handler.rs")).unwrap();
     for method in ["create_user", "login", "get_user"] {
         assert!(
             handler.contains(&format!("async fn {method}(")),
@@ -76,7 +76,7 @@ fn new_service_writes_a_crate_that_compiles() {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let check = Command::new(cargo)
-        .args(["check", "--quiet", "--package", "demo-service"])
+        .args(["check", "--quiet", "--package", "user-service"])
         .current_dir(ws.path())
         .env("CARGO_TARGET_DIR", repo().join("target"))
         .output()

@@ -1,0 +1,56 @@
+//! Flags, each with an environment variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rpc::volo_etcd::{EtcdOptions, RegisterOptions, ServeOptions};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "Serves UserService over Thrift, registered in etcd")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8888")]
+    pub listen: SocketAddr,
+    /// IP to register instead of the listen address (needed when listening on 0.0.0.0).
+    #[arg(long, env = "ADVERTISE")]
+    pub advertise: Option<std::net::IpAddr>,
+    /// etcd endpoints, comma-separated, with or without http://.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Name to register under.
+    #[arg(long, env = "SERVICE_NAME", default_value = rpc::music::service::user::user_service::REGISTRY_NAME)]
+    pub service_name: String,
+    /// Lease TTL of the registration: how long a crashed instance stays listed.
+    #[arg(long, env = "LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Where users are stored: sqlite://PATH (relative to the working directory) or
+    /// postgres://USER:PASSWORD@HOST/DB to share one database between replicas.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/user.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+impl Config {
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            service_name: self.service_name.clone(),
+            advertise: self.advertise,
+            etcd: EtcdOptions {
+                endpoints: self.etcd_endpoints.clone(),
+                ..EtcdOptions::default()
+            },
+            register: RegisterOptions {
+                ttl: self.lease_ttl,
+                ..RegisterOptions::default()
+            },
+        }
+    }
+}

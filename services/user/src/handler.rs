@@ -1,0 +1,167 @@
+//! UserService: every answer carries a `BaseResp`; a failure becomes its code and a message
+//! that is safe to show, and internal detail goes to the log only.
+
+use rpc::{
+    music::{
+        base::{BaseResp, ErrCode},
+        service::user::{
+            CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, LoginRequest,
+            LoginResponse, User, UserService,
+        },
+    },
+    runtime::{Invalid, Validate},
+    volo_thrift::ServerError,
+};
+
+use crate::{
+    password::{self, PasswordError},
+    store::{Store, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct Handler {
+    store: Store,
+}
+
+impl Handler {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("username is already taken")]
+    Taken,
+    /// One answer for a wrong password and an unknown user, so names cannot be probed.
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("no user with id {0}")]
+    NoSuchUser(i64),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Password(#[from] PasswordError),
+}
+
+impl Failure {
+    /// The status to answer with; internal failures are logged here, once, with detail.
+    fn status(&self, method: &str) -> BaseResp {
+        let code = match self {
+            Failure::Invalid(_) | Failure::NoSuchUser(_) => ErrCode::PARAM_ERR,
+            Failure::Taken => ErrCode::USER_ALREADY_EXIST,
+            Failure::BadCredentials => ErrCode::AUTHORIZATION_FAILED,
+            Failure::Store(_) | Failure::Password(_) => {
+                tracing::error!(method, error = %self, "internal failure");
+                return base_resp(ErrCode::SERVICE_ERR, "internal error; try again later");
+            }
+        };
+        base_resp(code, &self.to_string())
+    }
+}
+
+fn base_resp(code: ErrCode, message: &str) -> BaseResp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    BaseResp {
+        status_code: i64::from(code.inner()),
+        status_message: message.to_string().into(),
+        service_time: now,
+    }
+}
+
+fn success() -> BaseResp {
+    base_resp(ErrCode::SUCCESS, "Success")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Handler {
+    async fn create(&self, req: CreateUserRequest) -> Result<i64, Failure> {
+        // The gateway validates too, but it is not the only caller.
+        req.validate()?;
+        let hash = password::hash(req.password.to_string()).await?;
+        match self
+            .store
+            .create_user(&req.username, &hash, unix_now())
+            .await
+        {
+            Ok(id) => Ok(id),
+            Err(StoreError::Duplicate) => Err(Failure::Taken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn login(&self, req: LoginRequest) -> Result<i64, Failure> {
+        req.validate().map_err(|_| Failure::BadCredentials)?;
+        let user = self.store.user_by_name(&req.username).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        match (
+            user,
+            password::verify(req.password.to_string(), stored).await?,
+        ) {
+            (Some(user), true) => Ok(user.id),
+            _ => Err(Failure::BadCredentials),
+        }
+    }
+
+    async fn get(&self, req: GetUserRequest) -> Result<User, Failure> {
+        req.validate()?;
+        let user = self.store.user_by_id(req.user_id).await?;
+        let user = user.ok_or(Failure::NoSuchUser(req.user_id))?;
+        Ok(User {
+            user_id: user.id,
+            username: user.username.into(),
+            created_at: user.created_at,
+        })
+    }
+}
+
+impl UserService for Handler {
+    async fn create_user(&self, req: CreateUserRequest) -> Result<CreateUserResponse, ServerError> {
+        Ok(match self.create(req).await {
+            Ok(id) => CreateUserResponse {
+                user_id: Some(id),
+                base_resp: success(),
+            },
+            Err(f) => CreateUserResponse {
+                user_id: None,
+                base_resp: f.status("CreateUser"),
+            },
+        })
+    }
+
+    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, ServerError> {
+        Ok(match Handler::login(self, req).await {
+            Ok(id) => LoginResponse {
+                user_id: Some(id),
+                base_resp: success(),
+            },
+            Err(f) => LoginResponse {
+                user_id: None,
+                base_resp: f.status("Login"),
+            },
+        })
+    }
+
+    async fn get_user(&self, req: GetUserRequest) -> Result<GetUserResponse, ServerError> {
+        Ok(match self.get(req).await {
+            Ok(user) => GetUserResponse {
+                user: Some(user),
+                base_resp: success(),
+            },
+            Err(f) => GetUserResponse {
+                user: None,
+                base_resp: f.status("GetUser"),
+            },
+        })
+    }
+}
