@@ -31,7 +31,8 @@ pub enum Type {
     Map(Box<Type>, Box<Type>),
     Struct(StructId),
     Enum(EnumId),
-    Typedef(String, Box<Type>),
+    /// Name, declaring file, target.
+    Typedef(String, FileId, Box<Type>),
 }
 
 impl Type {
@@ -199,10 +200,6 @@ impl Idl {
         &self.files[file].source
     }
 
-    pub fn struct_by_name(&self, name: &str) -> Option<StructId> {
-        self.structs.iter().position(|s| s.name == name)
-    }
-
     /// A readable name for a type, as written in Thrift.
     pub fn type_name(&self, ty: &Type) -> String {
         match ty {
@@ -219,7 +216,7 @@ impl Idl {
             Type::Map(k, v) => format!("map<{}, {}>", self.type_name(k), self.type_name(v)),
             Type::Struct(id) => self.structs[*id].name.clone(),
             Type::Enum(id) => self.enums[*id].name.clone(),
-            Type::Typedef(name, _) => name.clone(),
+            Type::Typedef(name, ..) => name.clone(),
         }
     }
 }
@@ -593,7 +590,7 @@ impl Resolver<'_> {
             Some(Decl::Typedef(f, i)) if depth < 32 => {
                 let (alias, target, _) = &self.typedefs[f][i];
                 let t = self.ty(f, target, at, diags, depth + 1)?;
-                Type::Typedef(alias.clone(), Box::new(t))
+                Type::Typedef(alias.clone(), f, Box::new(t))
             }
             Some(Decl::Typedef(..)) => {
                 diags.push(src.at(at, format!("typedef `{written}` refers to itself")));

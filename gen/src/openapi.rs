@@ -299,7 +299,7 @@ fn type_schema(idl: &Idl, ty: &Type) -> Value {
             json!({"$ref": format!("#/components/schemas/{}", schema_name(idl, *id))})
         }
         Type::Enum(id) => json!({"$ref": format!("#/components/schemas/{}", enum_name(idl, *id))}),
-        Type::Typedef(_, t) => type_schema(idl, t),
+        Type::Typedef(_, _, t) => type_schema(idl, t),
     }
 }
 

@@ -97,7 +97,20 @@ pub fn new_service(
         })?;
         written.push(path);
     }
+    format_rust(&written);
     Ok(written)
+}
+
+/// Lays the Rust files out with the toolchain's rustfmt; unformatted (but correct) without it.
+fn format_rust(files: &[PathBuf]) {
+    let rust: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    let _ = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024"])
+        .args(rust)
+        .status();
 }
 
 fn is_workspace_root(dir: &Path) -> bool {
@@ -159,7 +172,7 @@ async fn main() -> anyhow::Result<()> {{
         )
         .init();
     let config = Config::parse();
-    {module}::{glue}::bind_and_serve(Handler::default(), config.listen, &config.serve_options())
+    {module}::{glue}::bind_and_serve(Handler, config.listen, &config.serve_options())
         .await
         .context("{service} stopped with an error")
 }}
@@ -256,27 +269,30 @@ fn handler_rs(idl: &Idl, svc: &Service) -> String {
             )
         })
         .unwrap_or_else(|| "10001".into());
-    let status = idl
-        .structs
-        .iter()
-        .find(|s| s.name == "BaseResp")
-        .map(|s| module_path(idl, s.file));
+    let status = idl.structs.iter().find(|s| s.name == "BaseResp");
     let not_implemented = match status {
-        Some(path) => format!(
-            r#"
-/// The status every unwritten method answers.
-fn not_implemented() -> {path}::BaseResp {{
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    {path}::BaseResp {{
-        status_code: {error_code},
-        status_message: "not implemented".into(),
-        service_time: now,
-    }}
-}}
-"#
-        ),
+        Some(st) => {
+            // Fill the fields this IDL's BaseResp has; the rest take their defaults.
+            let has = |name: &str| st.fields.iter().any(|f| f.name == name);
+            let mut fields = vec![format!("status_code: {error_code}")];
+            if has("status_message") {
+                fields.push("status_message: \"not implemented\".into()".into());
+            }
+            if has("service_time") {
+                fields.push(
+                    "service_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)"
+                        .into(),
+                );
+            }
+            if fields.len() < st.fields.len() {
+                fields.push("..Default::default()".into());
+            }
+            format!(
+                "\n/// The status every unwritten method answers.\nfn not_implemented() -> {path}::BaseResp {{\n    {path}::BaseResp {{ {fields} }}\n}}\n",
+                path = module_path(idl, st.file),
+                fields = fields.join(", "),
+            )
+        }
         None => String::new(),
     };
     format!(
@@ -377,6 +393,6 @@ fn rust_type(idl: &Idl, ty: &Type) -> String {
             module_path(idl, idl.enums[*id].file),
             idl.enums[*id].name
         ),
-        Type::Typedef(name, _) => name.clone(),
+        Type::Typedef(name, file, _) => format!("{}::{name}", module_path(idl, *file)),
     }
 }

@@ -76,14 +76,22 @@ fn new_service_writes_a_crate_that_compiles() {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let check = Command::new(cargo)
-        .args(["check", "--quiet", "--package", "user-service"])
+        .args([
+            "clippy",
+            "--quiet",
+            "--package",
+            "user-service",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .current_dir(ws.path())
         .env("CARGO_TARGET_DIR", repo().join("target"))
         .output()
         .expect("cargo runs");
     assert!(
         check.status.success(),
-        "the scaffold does not compile:\n{}",
+        "the scaffold does not compile warning-free:\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
 }

@@ -192,8 +192,17 @@ impl Stack {
     }
 }
 
+/// Eight concurrent registrations of one name: the database lets exactly one win.
+pub async fn assert_one_of_concurrent_registrations_wins(stack: &Stack) {
+    let mut codes = register_concurrently(stack, "eve", 8).await;
+    codes.sort();
+    let mut expected = vec![USER_ALREADY_EXIST; 8];
+    expected[0] = SUCCESS;
+    assert_eq!(codes, expected);
+}
+
 /// `n` concurrent registrations of one name; their status codes, in order.
-pub async fn register_concurrently(stack: &Stack, username: &str, n: usize) -> Vec<i64> {
+async fn register_concurrently(stack: &Stack, username: &str, n: usize) -> Vec<i64> {
     let attempts = (0..n).map(|i| {
         let client = stack.client.clone();
         let username = username.to_string();
