@@ -193,3 +193,18 @@ async fn a_stopped_service_leaves_etcd_at_once() {
         "deregistered before the stop returned"
     );
 }
+
+#[tokio::test]
+async fn an_internal_failure_is_service_err_without_detail() {
+    let stack = Stack::start().await;
+    // Break the database under the running service.
+    let db = sqlx::SqlitePool::connect(&stack.database.url())
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE users").execute(&db).await.unwrap();
+    let (code, message, id) = stack.create("kim", "secret1").await;
+    assert_eq!(
+        (code, message.as_str(), id),
+        (10001, "internal error; try again later", None)
+    );
+}

@@ -53,6 +53,24 @@ impl ChildProcess {
         }
     }
 
+    /// Waits up to `within` for the process to exit by itself; its exit status, or `None` while
+    /// it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the process with SIGKILL (no chance to clean up, like a crash) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
