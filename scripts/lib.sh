@@ -24,6 +24,7 @@ apt_install() {
 ensure_tools() {
     local missing=()
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    command -v curl >/dev/null || missing+=(curl)
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v etcdctl >/dev/null || missing+=(etcd-client)
     [ -n "${PG_BIN:-}" ] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

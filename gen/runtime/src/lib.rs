@@ -104,12 +104,19 @@ impl BindError {
         }
     }
 
-    /// The body is not the JSON the route expects; serde's message names the field and position.
-    pub fn body(err: &serde_json::Error) -> Self {
+    /// The body is not the JSON the route expects: names the field (`path`, e.g. `ship_to.city`)
+    /// when the error is inside one, and keeps serde's position.
+    pub fn body(err: &serde_json::Error, path: &str) -> Self {
         let message = if err.is_eof() && err.line() == 1 && err.column() == 0 {
             "the request body is empty; expected a JSON object".to_string()
         } else {
-            format!("invalid JSON body: {err}")
+            // serde_path_to_error writes `?` for a position it could not name.
+            let known = path.trim_end_matches(['?', '.']);
+            if known.is_empty() {
+                format!("invalid JSON body: {err}")
+            } else {
+                format!("invalid JSON body: field `{known}`: {err}")
+            }
         };
         Self { message }
     }
@@ -196,9 +203,14 @@ impl<'a> Query<'a> {
     }
 }
 
-/// Decodes the JSON body into the generated body struct of a route.
+/// Decodes the JSON body into the generated body struct of a route, tracking where a failure is.
 pub fn decode_body<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, BindError> {
-    serde_json::from_slice(body).map_err(|e| BindError::body(&e))
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| BindError::body(e.inner(), &e.path().to_string()))?;
+    // Trailing characters after the object are an error too, as with serde_json::from_slice.
+    json.end().map_err(|e| BindError::body(&e, ""))?;
+    Ok(value)
 }
 
 /// The `api.vd` rules of a struct, compiled to Rust at build time.

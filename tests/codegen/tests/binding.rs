@@ -124,8 +124,26 @@ fn bad_bodies_say_what_was_wrong() {
     let err = shop_service::OrderPost::bind(&order(r#"{"skus": "a", "ship_to": {"city": "x"}}"#))
         .unwrap_err();
     assert!(
+        err.to_string().starts_with(
+            "invalid JSON body: field `skus`: invalid type: string \"a\", expected a sequence"
+        ),
+        "{err}"
+    );
+
+    let err = shop_service::OrderPost::bind(&order(r#"{"skus": ["a"], "ship_to": {"city": 5}}"#))
+        .unwrap_err();
+    assert!(
         err.to_string()
-            .starts_with("invalid JSON body: invalid type: string \"a\", expected a sequence"),
+            .starts_with("invalid JSON body: field `ship_to.city`: invalid type: integer `5`"),
+        "a nested field is named by its path: {err}"
+    );
+
+    let err =
+        shop_service::OrderPost::bind(&order(r#"{"skus": [], "ship_to": {"city": "x"}} extra"#))
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid JSON body: trailing characters"),
         "{err}"
     );
 

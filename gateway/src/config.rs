@@ -1,0 +1,144 @@
+//! Flags, each with an environment variable.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use rpc::volo_etcd::{ClientOptions, EtcdOptions};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "Serves the HTTP API declared in the IDL, calling the services found in etcd")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8889")]
+    pub listen: SocketAddr,
+    /// etcd endpoints, comma-separated, with or without http://.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// HS256 secret for bearer tokens, at least 32 bytes; without one a random secret is
+    /// generated at start (tokens then die with the process).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// How long an issued token stays valid.
+    #[arg(long, env = "JWT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub jwt_ttl: Duration,
+    /// Whole-call deadline of one RPC.
+    #[arg(long, env = "RPC_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub rpc_timeout: Duration,
+    /// TCP connect deadline to a service instance.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Largest request body accepted (bytes, or with a unit: 512KiB, 1MiB, 1MB).
+    #[arg(long, env = "BODY_LIMIT", default_value = "1MiB", value_parser = parse_size)]
+    pub body_limit: usize,
+    /// Deadline of one HTTP request, RPC retries included.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Print the mounted routes and exit.
+    #[arg(long)]
+    pub print_routes: bool,
+}
+
+impl Config {
+    /// The generated clients' options: the seed's retries, our timeouts and etcd.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            etcd: EtcdOptions::with_endpoints(self.etcd_endpoints.iter().cloned()),
+            rpc_timeout: self.rpc_timeout,
+            connect_timeout: self.connect_timeout,
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// A secret string whose `Debug` never shows it, so logging the config is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `1048576`, `512KiB`, `1MiB`, `1MB`, `2kb`: a size in bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (examples: 1048576, 512KiB, 1MiB)"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = Config::try_parse_from(["gateway"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8889");
+        assert_eq!(c.etcd_endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(c.jwt_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(c.rpc_timeout, Duration::from_secs(3));
+        assert_eq!(c.connect_timeout, Duration::from_millis(50));
+        assert_eq!(c.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10"), Ok(10));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1XB").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_in_debug() {
+        let c = Config::try_parse_from(["gateway", "--jwt-secret", "s3cr3t-value"]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The HTTP API gateway: every route declared in the IDL, mounted on volo-http with no code per
+//! route, calling the services that etcd lists.
+//!
+//! # Layout
+//! - [`Config`] (module `config`): flags and environment variables.
+//! - [`Jwt`] (module `jwt`): HS256 bearer tokens, issued on `api.issue_token` routes and checked
+//!   on `api.auth` routes.
+//! - module `routes`: a [`RouteVisitor`](rpc::runtime::RouteVisitor) that turns each generated
+//!   `Endpoint` into a volo-http service holding its client (bind, validate, call, envelope).
+//! - module `reply`: the JSON answers, errors included.
+//! - [`app`], [`serve`]: the whole service (health, OpenAPI, access log, timeout) and its server.
+
+mod config;
+pub mod jwt;
+mod reply;
+mod routes;
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use volo::{Service, net::incoming::DefaultIncoming};
+use volo_http::{
+    context::ServerContext,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    request::Request,
+    response::Response,
+    server::{
+        Server,
+        layer::TimeoutLayer,
+        route::{Router, get},
+    },
+};
+
+pub use config::{Config, Secret, parse_size};
+pub use jwt::{Jwt, KeyError};
+pub use reply::{AUTHORIZATION_FAILED, SERVICE_ERR};
+pub use routes::Mounter;
+
+/// The request id of the current request, from `x-request-id` or generated; in the request's
+/// extensions for handlers and echoed in the response.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The gateway as one volo-http service.
+pub type App = AccessLog<Router>;
+
+/// Builds the token keys from the config: the given secret (refused under 32 bytes), or a
+/// random one with a warning.
+pub fn jwt_from_config(config: &Config) -> Result<Jwt, KeyError> {
+    match &config.jwt_secret {
+        Some(secret) => Jwt::new(secret.expose().as_bytes(), config.jwt_ttl),
+        None => {
+            tracing::warn!(
+                "no --jwt-secret / JWT_SECRET: using a random secret, so tokens die with this process"
+            );
+            Jwt::random(config.jwt_ttl)
+        }
+    }
+}
+
+/// Every route of the IDL (clients resolved through etcd, built once here), plus `/healthz`
+/// and `/openapi.json`. Call inside a Tokio runtime.
+pub fn app(config: &Config, jwt: Jwt) -> (App, Vec<&'static rpc::runtime::RouteSpec>) {
+    let options = config.client_options();
+    app_with(config, jwt, |mounter| rpc::visit_routes(mounter, &options))
+}
+
+/// [`app`] with the routes from `visit` instead of the IDL's: tests mount fixture endpoints.
+pub fn app_with(
+    config: &Config,
+    jwt: Jwt,
+    visit: impl FnOnce(&mut Mounter),
+) -> (App, Vec<&'static rpc::runtime::RouteSpec>) {
+    let shared = Arc::new(routes::Shared {
+        jwt,
+        body_limit: config.body_limit,
+    });
+    let mut mounter = Mounter::new(shared);
+    visit(&mut mounter);
+    for route in &mounter.skipped {
+        tracing::warn!(
+            method = route.method,
+            path = route.path,
+            "route not mounted: volo-http cannot route this method"
+        );
+    }
+    let mounted = std::mem::take(&mut mounter.mounted);
+    let router = Router::new()
+        .route("/healthz", get(healthz).fallback(reply::method_not_allowed))
+        .route(
+            "/openapi.json",
+            get(openapi).fallback(reply::method_not_allowed),
+        );
+    let router = mounter
+        .into_router(router)
+        .fallback(reply::not_found)
+        .layer(TimeoutLayer::new(config.request_timeout, on_timeout))
+        .layer(volo::catch_panic::Layer::new(on_panic));
+    (AccessLog { inner: router }, mounted)
+}
+
+/// `METHOD path -> Service.Method [auth]`, one line per route.
+pub fn describe_routes(routes: &[&rpc::runtime::RouteSpec]) -> String {
+    let mut out = String::new();
+    for r in routes {
+        out.push_str(&format!(
+            "{:<7} {} -> {}.{}",
+            r.method, r.path, r.service, r.rpc
+        ));
+        if r.auth {
+            out.push_str(" [auth]");
+        }
+        if let Some(f) = r.issue_token {
+            out.push_str(&format!(" [issues token for `{f}`]"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves `app` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+) -> Result<(), volo_http::error::BoxError> {
+    Server::new(app).run(DefaultIncoming::from(listener)).await
+}
+
+/// Logs filtered by `RUST_LOG` (default `info`); call once from `main`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn healthz() -> Response {
+    reply::json_bytes(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+}
+
+async fn openapi() -> Response {
+    reply::json_bytes(StatusCode::OK, rpc::OPENAPI_JSON.as_bytes().to_vec())
+}
+
+fn on_timeout(_: &ServerContext) -> Response {
+    reply::error(StatusCode::GATEWAY_TIMEOUT, "the request timed out")
+}
+
+/// A bug must not reach the client as a dropped connection or a detail: log it, answer 500.
+fn on_panic(
+    _: &mut ServerContext,
+    _: Box<dyn std::any::Any + Send>,
+    info: volo::catch_panic::PanicInfo,
+) -> Result<Response, Infallible> {
+    tracing::error!("a request handler panicked: {info}");
+    Ok(reply::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+    ))
+}
+
+/// Gives each request an id and logs one line per request.
+#[derive(Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> Service<ServerContext, Request> for AccessLog<S>
+where
+    S: Service<ServerContext, Request, Response = Response, Error = Infallible> + Send + Sync,
+{
+    type Response = Response;
+    type Error = Infallible;
+
+    async fn call(&self, cx: &mut ServerContext, mut req: Request) -> Result<Response, Infallible> {
+        let start = Instant::now();
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_safe_request_id(v))
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        req.extensions_mut().insert(RequestId(id.clone()));
+        let mut resp = match self.inner.call(cx, req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, value);
+        }
+        if !resp.headers().contains_key(CONTENT_TYPE) {
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        tracing::info!(
+            target: "gateway::access",
+            method = %method,
+            path = uri.path(),
+            status = resp.status().as_u16(),
+            latency_us = start.elapsed().as_micros() as u64,
+            request_id = %id,
+        );
+        Ok(resp)
+    }
+}
+
+/// A client's id is echoed and logged: keep it short and printable.
+fn is_safe_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}

@@ -1,0 +1,44 @@
+//! `gateway`: parse flags, build the app once, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use gateway::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    if config.print_routes {
+        print!("{}", gateway::describe_routes(rpc::ROUTES));
+        return ExitCode::SUCCESS;
+    }
+    gateway::init_tracing();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context and its cause, no backtrace.
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let jwt = gateway::jwt_from_config(&config).context("cannot start")?;
+    let (app, routes) = gateway::app(&config, jwt);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(
+        routes = routes.len(),
+        etcd = %config.etcd_endpoints.join(","),
+        "gateway serving on http://{addr}/"
+    );
+    gateway::serve(app, listener)
+        .await
+        .map_err(|e| anyhow::anyhow!("the server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Mounting the generated endpoints: one volo-http service per route, holding its client.
+
+use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync::Arc};
+
+use http_body_util::BodyExt as _;
+use rpc::runtime::{Endpoint, Envelope, RequestParts, RouteSpec, RouteVisitor, Source, Validate};
+use serde::Serialize;
+use volo::Service;
+use volo_http::{
+    Bytes,
+    body::Body,
+    context::ServerContext,
+    http::{HeaderMap, StatusCode, header},
+    hyper::body::Body as HttpBody,
+    request::Request,
+    response::Response,
+    server::{
+        param::PathParamsVec,
+        route::{MethodRouter, Router},
+    },
+};
+
+use crate::{RequestId, jwt::Jwt, reply};
+
+/// What every route handler shares, built once at start.
+pub(crate) struct Shared {
+    /// Checks tokens on `api.auth` routes, issues them on `api.issue_token` routes.
+    pub(crate) jwt: Jwt,
+    /// Largest body read, in bytes.
+    pub(crate) body_limit: usize,
+}
+
+/// The [`RouteVisitor`] the gateway mounts routes with; hand it to a generated `visit_routes`.
+/// Collects one `MethodRouter` per path, since several methods may share a path.
+pub struct Mounter {
+    shared: Arc<Shared>,
+    paths: BTreeMap<&'static str, MethodRouter>,
+    /// The routes mounted so far, in visit order.
+    pub(crate) mounted: Vec<&'static RouteSpec>,
+    /// Routes whose method volo-http cannot route; reported, never mounted.
+    pub(crate) skipped: Vec<&'static RouteSpec>,
+}
+
+impl Mounter {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            paths: BTreeMap::new(),
+            mounted: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Adds every collected path to `router`; wrong methods answer 405 with a JSON body.
+    pub(crate) fn into_router(self, mut router: Router) -> Router {
+        for (path, methods) in self.paths {
+            router = router.route(path, methods.fallback(reply::method_not_allowed));
+        }
+        router
+    }
+}
+
+impl RouteVisitor for Mounter {
+    fn visit<E: Endpoint>(&mut self, client: &E::Client) {
+        let route = E::ROUTE;
+        let service = RouteService::<E> {
+            client: client.clone(),
+            shared: self.shared.clone(),
+            has_body: route.fields.iter().any(|f| f.source == Source::Body),
+            _endpoint: PhantomData,
+        };
+        let methods = self.paths.remove(route.router_path).unwrap_or_default();
+        let methods = match route.method {
+            "GET" => methods.get_service(service),
+            "POST" => methods.post_service(service),
+            "PUT" => methods.put_service(service),
+            "PATCH" => methods.patch_service(service),
+            "DELETE" => methods.delete_service(service),
+            "HEAD" => methods.head_service(service),
+            "OPTIONS" => methods.options_service(service),
+            _ => {
+                self.skipped.push(route);
+                methods
+            }
+        };
+        self.paths.insert(route.router_path, methods);
+        if !self.skipped.iter().any(|r| std::ptr::eq(*r, route)) {
+            self.mounted.push(route);
+        }
+    }
+}
+
+/// One route: auth, body, binding, validation, the RPC, the envelope.
+struct RouteService<E: Endpoint> {
+    client: E::Client,
+    shared: Arc<Shared>,
+    /// Whether the route reads a JSON body (else the body is ignored).
+    has_body: bool,
+    _endpoint: PhantomData<fn() -> E>,
+}
+
+impl<E: Endpoint> Clone for RouteService<E> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            shared: self.shared.clone(),
+            has_body: self.has_body,
+            _endpoint: PhantomData,
+        }
+    }
+}
+
+impl<E: Endpoint> Service<ServerContext, Request> for RouteService<E> {
+    type Response = Response;
+    type Error = Infallible;
+
+    async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
+        Ok(self.handle(cx, req).await)
+    }
+}
+
+impl<E: Endpoint> RouteService<E> {
+    async fn handle(&self, cx: &mut ServerContext, req: Request) -> Response {
+        let route = E::ROUTE;
+        let (parts, body) = req.into_parts();
+        let request_id = parts.extensions.get::<RequestId>().cloned();
+        if route.auth {
+            let authorization = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            if let Err(e) = self.shared.jwt.verify_header(authorization) {
+                return reply::envelope(
+                    StatusCode::UNAUTHORIZED,
+                    reply::AUTHORIZATION_FAILED,
+                    &e.to_string(),
+                    (),
+                );
+            }
+        }
+        let body = if self.has_body {
+            if !is_json(&parts.headers) {
+                return reply::error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the request body must be JSON (Content-Type: application/json)",
+                );
+            }
+            match read_limited(body, self.shared.body_limit).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge) => {
+                    return reply::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "the request body is larger than {} bytes",
+                            self.shared.body_limit
+                        ),
+                    );
+                }
+                Err(BodyError::Read) => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read",
+                    );
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let http_parts = HttpParts {
+            params: cx.params(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        let request = match E::bind(&http_parts) {
+            Ok(r) => r,
+            Err(e) => return reply::error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        if let Err(e) = request.validate() {
+            return reply::error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        let response = match E::call(&self.client, request).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(
+                    request_id = request_id.as_ref().map(|r| r.0.as_str()),
+                    service = route.service,
+                    rpc = route.rpc,
+                    error = %e,
+                    "rpc failed"
+                );
+                return reply::service_unavailable();
+            }
+        };
+        let code = response.code();
+        let message = match response.message() {
+            "" if code == 0 => "Success",
+            m => m,
+        };
+        match route.issue_token {
+            Some(field) if code == 0 => self.with_token(&response, field, message, request_id),
+            _ => reply::envelope(StatusCode::OK, code, message, response.data()),
+        }
+    }
+
+    /// The envelope with `token` and `expires_at` added to `data`, subject `data[field]`.
+    fn with_token(
+        &self,
+        response: &E::Response,
+        field: &str,
+        message: &str,
+        request_id: Option<RequestId>,
+    ) -> Response {
+        let fail = |why: &dyn std::fmt::Display| {
+            tracing::error!(
+                request_id = request_id.as_ref().map(|r| r.0.as_str()),
+                rpc = E::ROUTE.rpc,
+                "cannot issue a token: {why}"
+            );
+            reply::service_unavailable()
+        };
+        let mut data = match serde_json::to_value(response.data()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return fail(&"the response data is not an object"),
+            Err(e) => return fail(&e),
+        };
+        let subject = match data.get(field) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return fail(&format_args!(
+                    "field `{field}` is missing from the response"
+                ));
+            }
+        };
+        let (token, expires_at) = match self.shared.jwt.issue(&subject) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        data.insert("token".into(), token.into());
+        data.insert("expires_at".into(), expires_at.into());
+        reply::envelope(StatusCode::OK, 0, message, Data(&data))
+    }
+}
+
+/// Serializes a borrowed map as the `data` object.
+struct Data<'a>(&'a serde_json::Map<String, serde_json::Value>);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// `application/json`, `application/json; charset=utf-8`, `application/problem+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = mime.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json") || sub.to_ascii_lowercase().ends_with("+json"))
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads the body, counting the bytes actually received: a chunked body has no declared length.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = HttpBody::size_hint(&body).lower();
+    if declared > limit as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    // One chunk (the usual case) is kept as is; more are copied into one buffer.
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(f) = first.take() {
+                    rest.extend_from_slice(&f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(f) => f,
+        None => Bytes::from(rest),
+    })
+}
+
+/// volo-http's request, as the generated binding code reads it.
+struct HttpParts<'a> {
+    params: &'a PathParamsVec,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+impl RequestParts for HttpParts<'_> {
+    fn body(&self) -> &[u8] {
+        self.body
+    }
+
+    fn path_param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        // HeaderMap lookups by &str are case-insensitive.
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}

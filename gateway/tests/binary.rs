@@ -1,0 +1,109 @@
+//! The `gateway` binary: flags, start-up refusals, route listing and a clean stop on SIGTERM.
+
+use std::{process::Command, time::Duration};
+
+use test_support::{ChildProcess, wait_until};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+fn gateway() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    for var in ["JWT_SECRET", "LISTEN", "ETCD_ENDPOINTS", "BODY_LIMIT"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+#[test]
+fn print_routes_lists_the_routes_and_exits() {
+    let out = gateway().arg("--print-routes").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/api/user/register -> UserService.CreateUser"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/api/user/login -> UserService.Login"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/api/user/:user_id -> UserService.GetUser [auth]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_short_secret_is_refused() {
+    let out = gateway()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("JWT_SECRET", "Short-Secret-XYZ")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("at least 32 bytes"), "{all}");
+    assert!(
+        !all.contains("Short-Secret-XYZ"),
+        "the secret leaked: {all}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gateway_with_exit_0() {
+    let mut cmd = gateway();
+    cmd.args(["--listen", "127.0.0.1:0", "--etcd-endpoints", "127.0.0.1:1"]);
+    let mut child = ChildProcess::spawn(cmd).unwrap();
+    let serving = wait_until(Duration::from_secs(10), || {
+        let out = child.output();
+        async move { out.contains("gateway serving on") }
+    })
+    .await;
+    assert!(serving, "the gateway did not start: {}", child.output());
+    let out = child.output();
+    assert!(
+        out.contains("random secret"),
+        "no warning about the secret: {out}"
+    );
+
+    // One request, then its access log line.
+    let addr = out
+        .split("gateway serving on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the address in the log")
+        .to_owned();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-1\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"{"status":"ok"}"#), "{answer}");
+    let logged = wait_until(Duration::from_secs(5), || {
+        let out = child.output();
+        async move { out.contains("probe-1") && out.contains("/healthz") }
+    })
+    .await;
+    assert!(logged, "no access log line: {}", child.output());
+
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait_exit(Duration::from_secs(40)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        child.output()
+    );
+}
