@@ -32,7 +32,6 @@ use volo_http::{
 
 pub use config::{Config, Secret, parse_size};
 pub use jwt::{Jwt, KeyError};
-pub use reply::{AUTHORIZATION_FAILED, SERVICE_ERR};
 pub use routes::Mounter;
 
 /// The request id of the current request, from `x-request-id` or generated; in the request's

@@ -7,10 +7,12 @@ use volo_http::{
     response::Response,
 };
 
-/// `ServiceErr`: the RPC did not produce an answer.
-pub const SERVICE_ERR: i64 = 10001;
-/// `AuthorizationFailed`: no valid token.
-pub const AUTHORIZATION_FAILED: i64 = 10004;
+use rpc::music::base::ErrCode;
+
+/// An error code as the envelope carries it. Codes come from the IDL (`ErrCode`), nowhere else.
+pub fn code(code: ErrCode) -> i64 {
+    i64::from(code.inner())
+}
 
 /// A response with a JSON body already encoded.
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
@@ -50,7 +52,12 @@ pub fn envelope<D: Serialize>(status: StatusCode, code: i64, message: &str, data
 
 /// 10001 with a generic message: the detail is in the log, under the request id.
 pub fn service_unavailable() -> Response {
-    envelope(StatusCode::OK, SERVICE_ERR, "service unavailable", ())
+    envelope(
+        StatusCode::OK,
+        code(ErrCode::SERVICE_ERR),
+        "service unavailable",
+        (),
+    )
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

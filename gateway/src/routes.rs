@@ -3,7 +3,10 @@
 use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync::Arc};
 
 use http_body_util::BodyExt as _;
-use rpc::runtime::{Endpoint, Envelope, RequestParts, RouteSpec, RouteVisitor, Source, Validate};
+use rpc::{
+    music::base::ErrCode,
+    runtime::{Endpoint, Envelope, RequestParts, RouteSpec, RouteVisitor, Source, Validate},
+};
 use serde::Serialize;
 use volo::Service;
 use volo_http::{
@@ -132,7 +135,7 @@ impl<E: Endpoint> RouteService<E> {
             if let Err(e) = self.shared.jwt.verify_header(authorization) {
                 return reply::envelope(
                     StatusCode::UNAUTHORIZED,
-                    reply::AUTHORIZATION_FAILED,
+                    reply::code(ErrCode::AUTHORIZATION_FAILED),
                     &e.to_string(),
                     (),
                 );
