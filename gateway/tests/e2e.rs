@@ -50,17 +50,7 @@ async fn start_service(etcd: &Etcd) -> (Service, tempfile::TempDir) {
     let service = Service(tokio::spawn(async move {
         user_service::run(store, listener, &config, Shutdown::new()).await
     }));
-    let client = etcd.client().await;
-    let listed = wait_until(Duration::from_secs(10), || {
-        let (mut client, key) = (client.clone(), key.clone());
-        async move {
-            client
-                .get(key, None)
-                .await
-                .is_ok_and(|r| r.kvs().len() == 1)
-        }
-    })
-    .await;
+    let listed = etcd.wait_for_key(&key, true, Duration::from_secs(10)).await;
     assert!(listed, "the user service did not register within 10 s");
     (service, db)
 }

@@ -2,7 +2,7 @@
 
 use std::{process::Command, time::Duration};
 
-use test_support::{ChildProcess, Etcd, wait_until};
+use test_support::{ChildProcess, Etcd};
 
 fn user_service(args: &[&str], data: &std::path::Path) -> ChildProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
@@ -33,21 +33,8 @@ async fn sigterm_deregisters_and_exits_zero() {
     );
 
     let key = format!("kitex/registry-etcd/service.music.user/{listen}");
-    let client = etcd.client().await;
-    let present = |want: bool| {
-        let (client, key) = (client.clone(), key.clone());
-        move || {
-            let (mut client, key) = (client.clone(), key.clone());
-            async move {
-                client
-                    .get(key, None)
-                    .await
-                    .is_ok_and(|r| r.kvs().is_empty() != want)
-            }
-        }
-    };
     assert!(
-        wait_until(Duration::from_secs(20), present(true)).await,
+        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
         "never registered:\n{}",
         svc.output()
     );
@@ -72,7 +59,7 @@ async fn sigterm_deregisters_and_exits_zero() {
         svc.output()
     );
     assert!(
-        present(false)().await,
+        etcd.wait_for_key(&key, false, Duration::ZERO).await,
         "the key is gone once the process has exited"
     );
     assert!(

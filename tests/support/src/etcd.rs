@@ -222,6 +222,22 @@ impl Etcd {
         client.auth_enable().await.expect("etcd: auth enable");
     }
 
+    /// Waits up to `within` until `key` exists (`present`) or is gone (`!present`); whether it
+    /// got there. For "the service has registered" and "the key was removed".
+    pub async fn wait_for_key(&self, key: &str, present: bool, within: Duration) -> bool {
+        let client = self.client().await;
+        crate::wait_until(within, || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get(key, None)
+                    .await
+                    .is_ok_and(|r| r.kvs().is_empty() != present)
+            }
+        })
+        .await
+    }
+
     /// The value of a Prometheus metric from `/metrics` (summed over its label sets; 0 when
     /// absent), e.g. `etcd_debugging_mvcc_slow_watcher_total`. `None` when etcd does not answer.
     pub async fn metric(&self, name: &str) -> Option<f64> {

@@ -13,7 +13,7 @@ use rpc::{
     },
     volo_etcd::{ClientOptions, EtcdOptions, ServeError, Shutdown},
 };
-use test_support::{Etcd, Postgres, wait_until};
+use test_support::{Etcd, Postgres};
 use tokio::{io::AsyncReadExt, net::TcpStream, task::JoinHandle};
 
 pub const SUCCESS: i64 = 0;
@@ -62,18 +62,8 @@ impl Service {
 
     /// Serving starts once the instance is in etcd: wait for it, with a deadline.
     pub async fn wait_registered(&self, etcd: &Etcd) {
-        let client = etcd.client().await;
         let key = self.key();
-        let listed = wait_until(Duration::from_secs(10), || {
-            let (mut client, key) = (client.clone(), key.clone());
-            async move {
-                client
-                    .get(key, None)
-                    .await
-                    .is_ok_and(|r| r.kvs().len() == 1)
-            }
-        })
-        .await;
+        let listed = etcd.wait_for_key(&key, true, Duration::from_secs(10)).await;
         assert!(
             listed,
             "the service did not register under {key} within 10 s"
