@@ -201,8 +201,10 @@ impl<E: Endpoint> RouteService<E> {
             m => m,
         };
         match route.issue_token {
-            Some(field) if code == 0 => self.with_token(&response, field, message, request_id),
-            _ => reply::envelope(StatusCode::OK, code, message, response.data()),
+            // As the seed's SendResponse(c, err, nil): a failure carries no data.
+            _ if code != 0 => reply::envelope(StatusCode::OK, code, message, ()),
+            Some(field) => self.with_token(&response, field, message, request_id),
+            None => reply::envelope(StatusCode::OK, code, message, response.data()),
         }
     }
 

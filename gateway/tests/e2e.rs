@@ -100,10 +100,14 @@ async fn register_login_and_get_user() {
     let duplicate = stack.register("alice", "another1").await;
     assert_eq!(duplicate.status.as_u16(), 200);
     assert_eq!(duplicate.code(), 10003, "{duplicate:?}");
+    assert!(
+        duplicate.json["data"].is_null(),
+        "a failure carries no data: {duplicate:?}"
+    );
 
     let wrong = stack.login("alice", "wrong-password").await;
     assert_eq!(wrong.code(), 10004, "{wrong:?}");
-    assert!(wrong.json["data"].get("token").is_none(), "{wrong:?}");
+    assert!(wrong.json["data"].is_null(), "no token, no data: {wrong:?}");
 
     let login = stack.login("alice", "secret1").await;
     assert_eq!(login.code(), 0, "{login:?}");
