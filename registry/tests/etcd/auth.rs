@@ -21,19 +21,13 @@ async fn credentials_are_used_and_bad_ones_rejected() {
 
     let mut wrong = options.clone();
     wrong.etcd.auth = Some(Credentials::new("root", "nope"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = volo_etcd::announce(listener, &wrong, volo_etcd::Shutdown::never())
-        .await
-        .expect_err("wrong password must fail");
+    let err = announce_error(&wrong).await;
     assert!(matches!(err, Error::Auth { .. }), "{err}");
     assert!(!err.to_string().contains("nope"), "password leaked: {err}");
 
     let mut anonymous = options.clone();
     anonymous.etcd.auth = None;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = volo_etcd::announce(listener, &anonymous, volo_etcd::Shutdown::never())
-        .await
-        .expect_err("missing credentials must fail");
+    let err = announce_error(&anonymous).await;
     assert!(matches!(err, Error::Refused { .. }), "{err}");
 
     reg.deregister().await;

@@ -98,6 +98,15 @@ pub async fn register_local(options: &ServeOptions) -> volo_etcd::Registration {
     announced.into_parts().1
 }
 
+/// Announces on a fresh loopback listener with `options`, expecting a refusal; the error.
+pub async fn announce_error(options: &ServeOptions) -> volo_etcd::Error {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    volo_etcd::announce(listener, options, Shutdown::never())
+        .await
+        .map(|a| a.registered_address())
+        .expect_err("announce must fail")
+}
+
 /// A plain etcd-client with full access (TLS and `root` when the server has them).
 pub async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
     etcd.client().await

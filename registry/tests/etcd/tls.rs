@@ -2,19 +2,9 @@
 //! authentication: the right CA works; anything else fails loudly, never in plain text.
 
 use test_support::{Etcd, Pki};
-use tokio::net::TcpListener;
-use volo_etcd::{Credentials, Error, EtcdDiscover, ServeOptions, Shutdown, TlsOptions};
+use volo_etcd::{Credentials, Error, EtcdDiscover, TlsOptions};
 
 use crate::common::*;
-
-/// `announce` with `options` on a fresh loopback listener; the error it must end with.
-async fn announce_error(options: &ServeOptions) -> Error {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    volo_etcd::announce(listener, options, Shutdown::never())
-        .await
-        .map(|a| a.registered_address())
-        .expect_err("announce must fail")
-}
 
 #[tokio::test]
 async fn tls_with_the_right_ca_registers_and_resolves() {
