@@ -1,11 +1,18 @@
 //! One reconnectable etcd client per registration / per discoverer.
 //!
 //! etcd-client's channel does not reliably recover on its own after etcd went away (its
-//! balancer may drop a failed endpoint for good), so every background task that sees a
-//! failure calls [`Connection::invalidate`] and the next [`Connection::client`] builds a
-//! fresh client. Every request goes through [`call`], which bounds it by the dial timeout.
+//! balancer may drop a failed endpoint for good, or keep sending new requests to a dead
+//! member), so a client here talks to one endpoint only. Every background task that sees a
+//! failure calls [`Connection::invalidate`]; the next [`Connection::client`] connects again,
+//! starting with the endpoint after the one that failed and checking that it answers, so a
+//! dead member of a cluster costs one refused (or timed-out) connect, not a lost lease.
+//! Every request goes through [`call`], which bounds it by the dial timeout.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use etcd_client::{Client, ConnectOptions};
 use tokio::sync::Mutex;
@@ -24,10 +31,19 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Connection {
     /// What to connect to.
     options: EtcdOptions,
-    /// The live client and its generation; `None` until first use and after invalidation.
-    current: Mutex<Option<(u64, Client)>>,
+    /// The live client; `None` until first use and after invalidation.
+    current: Mutex<Option<Current>>,
     /// Generation counter, so a task only invalidates the client it saw fail.
-    next_generation: std::sync::atomic::AtomicU64,
+    next_generation: AtomicU64,
+    /// Index into `options.endpoints` where the next connect starts.
+    start_at: AtomicUsize,
+}
+
+/// The client in use, the endpoint it talks to, and its generation.
+struct Current {
+    generation: u64,
+    endpoint: usize,
+    client: Client,
 }
 
 impl Connection {
@@ -35,7 +51,8 @@ impl Connection {
         Self {
             options,
             current: Mutex::new(None),
-            next_generation: std::sync::atomic::AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            start_at: AtomicUsize::new(0),
         }
     }
 
@@ -52,23 +69,49 @@ impl Connection {
     }
 
     /// The current client (connecting if needed) and its generation.
+    ///
+    /// Connecting tries the endpoints in turn, from the one after the last failure, and takes
+    /// the first that answers. Errors that every endpoint would give (bad options, refused
+    /// credentials) end the round at once; otherwise the error is the most telling one seen
+    /// (a TLS failure over "unreachable").
     pub(crate) async fn client(&self) -> Result<(u64, Client), Error> {
         let mut current = self.current.lock().await;
-        if let Some((generation, client)) = &*current {
-            return Ok((*generation, client.clone()));
+        if let Some(c) = &*current {
+            return Ok((c.generation, c.client.clone()));
         }
-        let client = connect(&self.options).await?;
-        let generation = self
-            .next_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *current = Some((generation, client.clone()));
-        Ok((generation, client))
+        let urls = endpoint_urls(&self.options)?;
+        let start = self.start_at.load(Ordering::Relaxed);
+        let mut error = None;
+        for k in 0..urls.len() {
+            let endpoint = (start + k) % urls.len();
+            match connect(&self.options, &urls[endpoint]).await {
+                Ok(client) => {
+                    let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                    *current = Some(Current {
+                        generation,
+                        endpoint,
+                        client: client.clone(),
+                    });
+                    return Ok((generation, client));
+                }
+                Err(e @ (Error::Unreachable { .. } | Error::Tls { .. })) => {
+                    if !matches!(error, Some(Error::Tls { .. })) {
+                        error = Some(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.start_at.store(start + 1, Ordering::Relaxed);
+        Err(error.expect("at least one endpoint"))
     }
 
-    /// Drops the client of `generation` (if still current) so the next use reconnects.
+    /// Drops the client of `generation` (if still current) so the next use reconnects,
+    /// starting with the next endpoint.
     pub(crate) async fn invalidate(&self, generation: u64) {
         let mut current = self.current.lock().await;
-        if matches!(&*current, Some((g, _)) if *g == generation) {
+        if let Some(c) = current.as_ref().filter(|c| c.generation == generation) {
+            self.start_at.store(c.endpoint + 1, Ordering::Relaxed);
             *current = None;
         }
     }
@@ -133,10 +176,10 @@ pub(crate) fn endpoint_urls(options: &EtcdOptions) -> Result<Vec<String>, Error>
         .collect()
 }
 
-/// Builds a client. Without auth this does not talk to etcd yet (the channel is lazy);
-/// with auth it authenticates, bounded by the dial timeout.
-pub(crate) async fn connect(options: &EtcdOptions) -> Result<Client, Error> {
-    let urls = endpoint_urls(options)?;
+/// Builds a client for the one endpoint `url` and makes sure that endpoint answers: with
+/// auth, by authenticating; without, by asking for its status. Both are bounded by the dial
+/// timeout.
+pub(crate) async fn connect(options: &EtcdOptions, url: &str) -> Result<Client, Error> {
     let endpoints = options.endpoints_display();
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(options.dial_timeout)
@@ -152,7 +195,14 @@ pub(crate) async fn connect(options: &EtcdOptions) -> Result<Client, Error> {
     if let Some(tls) = &options.tls {
         connect = apply_tls(connect, tls, &endpoints)?;
     }
-    match tokio::time::timeout(options.dial_timeout, Client::connect(urls, Some(connect))).await {
+    let answered = async {
+        let mut client = Client::connect([url], Some(connect)).await?;
+        if options.auth.is_none() {
+            client.status().await?;
+        }
+        Ok::<_, etcd_client::Error>(client)
+    };
+    match tokio::time::timeout(options.dial_timeout, answered).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(classify_connect_error(options, e)),
         Err(_) => Err(Error::Unreachable {
@@ -444,7 +494,10 @@ mod tests {
     #[cfg(not(feature = "tls"))]
     #[tokio::test]
     async fn tls_without_the_feature_is_an_error() {
-        let err = connect(&opts(&["h:1"], true)).await.err().unwrap();
+        let err = connect(&opts(&["h:1"], true), "https://h:1")
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Tls { .. }), "{err}");
     }
 }

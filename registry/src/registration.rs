@@ -106,11 +106,7 @@ pub async fn register(
         requested_ttl: ttl_secs,
         lease: None,
     };
-    let granted = match keeper.put_under_new_lease().await {
-        Ok(granted) => granted,
-        Err(Failure::Call(source)) => return Err(startup_error(etcd, source)),
-        Err(Failure::Connect(e)) => return Err(e),
-    };
+    let granted = keeper.first_put(etcd).await?;
     tracing::info!(key = %key, ttl_secs = granted.ttl, "registered in etcd");
 
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -260,6 +256,31 @@ impl Keeper {
                 self.conn.invalidate(generation).await;
                 Err(Failure::Call(e))
             }
+        }
+    }
+
+    /// The first grant and put. With several endpoints, a start rides out a dead member or
+    /// a leader election: "unreachable" failures are retried, each on the next endpoint, for
+    /// up to twice the dial timeout. With one endpoint the first failure is the answer, so a
+    /// misconfigured server stops at once.
+    async fn first_put(&mut self, etcd: &EtcdOptions) -> Result<Granted, Error> {
+        let deadline = tokio::time::Instant::now() + 2 * etcd.dial_timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            let error = match self.put_under_new_lease().await {
+                Ok(granted) => return Ok(granted),
+                Err(Failure::Call(source)) => startup_error(etcd, source),
+                Err(Failure::Connect(e)) => e,
+            };
+            let delay = backoff.next_delay();
+            let retry = matches!(error, Error::Unreachable { .. })
+                && etcd.endpoints.len() > 1
+                && tokio::time::Instant::now() + delay < deadline;
+            if !retry {
+                return Err(error);
+            }
+            tracing::debug!(key = %self.key, %error, "first registration failed; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -16,7 +16,7 @@ use crate::pki::Pki;
 const ETCD_BIN_ENV: &str = "ETCD_BIN";
 
 /// How long a start may take before the fixture gives up.
-const START_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Bound on each request of the fixture's own etcd client.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,13 +105,13 @@ impl EtcdBuilder {
 
 /// The ports one server uses.
 #[derive(Clone, Copy, Debug)]
-struct Ports {
+pub(crate) struct Ports {
     /// Clients (http or https).
-    client: u16,
-    /// Raft peers (unused by tests, but must not collide).
-    peer: u16,
+    pub(crate) client: u16,
+    /// Raft peers.
+    pub(crate) peer: u16,
     /// Plain-HTTP `/health` and `/metrics`.
-    metrics: u16,
+    pub(crate) metrics: u16,
 }
 
 /// A running (or stopped) etcd server owned by the test.
@@ -389,7 +389,7 @@ impl Drop for Etcd {
 
 /// `GET /health` on the metrics port: etcd answers `{"health":"true",...}` once it has a
 /// leader and serves requests.
-async fn probe_health(port: u16) -> bool {
+pub(crate) async fn probe_health(port: u16) -> bool {
     http_get(port, "/health")
         .await
         .is_some_and(|body| body.contains("\"health\":\"true\""))
@@ -413,7 +413,7 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// Three distinct free loopback ports (all held while probing, so they differ).
-fn free_ports() -> Ports {
+pub(crate) fn free_ports() -> Ports {
     let bind = || {
         TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a free loopback port")
     };
@@ -426,7 +426,7 @@ fn free_ports() -> Ports {
     }
 }
 
-fn etcd_binary() -> PathBuf {
+pub(crate) fn etcd_binary() -> PathBuf {
     if let Some(path) = std::env::var_os(ETCD_BIN_ENV) {
         return PathBuf::from(path);
     }
@@ -448,7 +448,7 @@ fn etcd_binary() -> PathBuf {
     );
 }
 
-fn tail(s: &str) -> &str {
+pub(crate) fn tail(s: &str) -> &str {
     let mut start = s.len().saturating_sub(2000);
     while !s.is_char_boundary(start) {
         start += 1;

@@ -6,6 +6,8 @@
 //!   data dir, killed on drop (also when the test panics). Stop, restart (same data), restart
 //!   wiped; a raw client ([`Etcd::client`]) and its Prometheus metrics ([`Etcd::metric`]).
 //! - [`EtcdBuilder`]: servers with more: TLS with client certificates, authentication, flags.
+//! - [`EtcdCluster`] (module `cluster`): several etcd members on loopback forming one
+//!   cluster, to kill a member under a client.
 //! - [`Pki`] (module `pki`): a CA, a server certificate for 127.0.0.1 and a client
 //!   certificate, generated at test time.
 //! - [`TcpProxy`] (module `proxy`): a loopback TCP proxy that can stop forwarding, to make a
@@ -16,6 +18,7 @@
 //!
 //! Only 127.0.0.1 is used, and only processes started here are ever killed, by their handle.
 
+mod cluster;
 mod etcd;
 mod pki;
 mod postgres;
@@ -24,6 +27,7 @@ mod proxy;
 
 use std::{future::Future, time::Duration};
 
+pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
 pub use pki::Pki;
 pub use postgres::Postgres;
