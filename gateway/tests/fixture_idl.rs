@@ -1,14 +1,12 @@
 //! The fixture IDL of `tests/codegen` (a shop: query, header, path and body bindings, two
 //! services, auth, token issuing) mounted with no gateway code written for it.
 
-mod common;
-
-use common::{Gateway, config, jwt};
+use contract_tests::{Gateway, gateway_config, jwt};
 use volo_http::http::Method;
 
 async fn shop_gateway() -> Gateway {
     // Nothing listens on port 1: requests that pass every check answer 10001.
-    let config = config("127.0.0.1:1", &[]);
+    let config = gateway_config(&["127.0.0.1:1".to_owned()], &[]);
     let options = config.client_options();
     let (app, mounted) =
         gateway::app_with(&config, jwt(), |m| codegen_tests::visit_routes(m, &options));

@@ -1,17 +1,17 @@
 //! In-process router tests: binding, validation and every error shape, through a real HTTP
 //! client on 127.0.0.1. No service runs: requests that pass every check answer 10001.
 
-mod common;
-
-use common::{Gateway, SECRET, jwt};
+use contract_tests::{Gateway, gateway_config, jwt};
 use gateway::jwt::unix_now;
 use volo_http::http::Method;
 
 /// Nothing listens on port 1 of the loopback: every RPC fails.
-const NO_ETCD: &str = "127.0.0.1:1";
+fn no_etcd() -> [String; 1] {
+    ["127.0.0.1:1".to_owned()]
+}
 
 async fn gateway() -> Gateway {
-    Gateway::start(NO_ETCD, &["--body-limit", "1KiB"]).await
+    Gateway::start_with(&gateway_config(&no_etcd(), &["--body-limit", "1KiB"])).await
 }
 
 fn bearer(token: &str) -> String {
@@ -293,7 +293,6 @@ fn short_secret_refuses_to_start() {
     let err = gateway::jwt_from_config(&config).err().expect("refused");
     assert!(err.to_string().contains("at least 32 bytes"), "{err}");
     assert!(!err.to_string().contains("too-short"));
-    let _ = SECRET;
 }
 
 #[test]

@@ -1,9 +1,7 @@
 //! Bugs and slowness: a handler that panics answers 500 with a JSON body and the gateway keeps
 //! serving; a request past the deadline answers 504 with a JSON body.
 
-mod common;
-
-use common::{Gateway, config, jwt};
+use contract_tests::{Gateway, gateway_config, jwt};
 use rpc::runtime::{
     BindError, CallError, Endpoint, Envelope, Invalid, RequestParts, RouteSpec, Validate,
 };
@@ -87,7 +85,7 @@ impl Endpoint for Slow {
 
 #[tokio::test]
 async fn a_request_past_the_deadline_answers_504() {
-    let config = config("127.0.0.1:1", &["--request-timeout", "200ms"]);
+    let config = gateway_config(&["127.0.0.1:1".to_owned()], &["--request-timeout", "200ms"]);
     let (app, _) = gateway::app_with(&config, jwt(), |m| {
         rpc::runtime::RouteVisitor::visit::<Slow>(m, &())
     });
@@ -98,7 +96,7 @@ async fn a_request_past_the_deadline_answers_504() {
 
 #[tokio::test]
 async fn a_panic_answers_500_and_serving_goes_on() {
-    let config = config("127.0.0.1:1", &[]);
+    let config = gateway_config(&["127.0.0.1:1".to_owned()], &[]);
     let (app, _) = gateway::app_with(&config, jwt(), |m| {
         rpc::runtime::RouteVisitor::visit::<Boom>(m, &())
     });

@@ -12,6 +12,8 @@
 //!   certificate, generated at test time.
 //! - [`TcpProxy`] (module `proxy`): a loopback TCP proxy that can stop forwarding, to make a
 //!   client fall behind without closing its connection.
+//! - [`Http`] (module `http`): a real HTTP/1.1 client for a server on loopback, also sending
+//!   chunked bodies over a raw connection; its [`Answer`] parses the body as JSON.
 //! - [`Postgres`] (module `postgres`): a throwaway PostgreSQL server on a free loopback port.
 //! - [`ChildProcess`] (module `process`): a child process killed (SIGKILL) and reaped on drop.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping and hoping.
@@ -20,6 +22,7 @@
 
 mod cluster;
 mod etcd;
+mod http;
 mod pki;
 mod postgres;
 mod process;
@@ -29,6 +32,7 @@ use std::{future::Future, time::Duration};
 
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
+pub use http::{Answer, Http};
 pub use pki::Pki;
 pub use postgres::Postgres;
 pub use process::ChildProcess;

@@ -1,16 +1,10 @@
-//! Shared fixtures: the gateway served on 127.0.0.1 in this process, a real HTTP client, and
-//! (for end-to-end tests) etcd and the user service.
-
-#![allow(dead_code)] // each test file uses its own subset
+//! A real HTTP client for tests of an HTTP server on loopback, and what it answered.
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::Parser as _;
-use gateway::{Config, Jwt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    task::JoinHandle,
 };
 use volo_http::{
     body::BodyConversion as _,
@@ -18,44 +12,17 @@ use volo_http::{
     http::{Method, StatusCode},
 };
 
-/// The secret every test gateway uses, so tests can forge tokens with [`jwt`].
-pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
-
-/// Keys with the gateway's secret.
-pub fn jwt() -> Jwt {
-    Jwt::new(SECRET.as_bytes(), Duration::from_secs(3600)).unwrap()
-}
-
-/// The gateway's config with the test secret and `etcd`; `extra` are more flags.
-pub fn config(etcd: &str, extra: &[&str]) -> Config {
-    let mut args = vec!["gateway", "--etcd-endpoints", etcd, "--jwt-secret", SECRET];
-    args.extend_from_slice(extra);
-    Config::try_parse_from(args).expect("valid flags")
-}
-
-/// A gateway serving on a free loopback port; aborted on drop.
-pub struct Gateway {
+/// Talks HTTP/1.1 to the server at `addr`.
+#[derive(Clone, Copy, Debug)]
+pub struct Http {
     pub addr: SocketAddr,
-    task: JoinHandle<Result<(), volo_http::error::BoxError>>,
 }
 
-impl Gateway {
-    /// The IDL's routes, calling services through the etcd at `etcd`; `extra` are more flags.
-    pub async fn start(etcd: &str, extra: &[&str]) -> Gateway {
-        let config = config(etcd, extra);
-        let jwt = gateway::jwt_from_config(&config).expect("a valid secret");
-        let (app, _) = gateway::app(&config, jwt);
-        Gateway::serve(app).await
+impl Http {
+    pub fn new(addr: SocketAddr) -> Http {
+        Http { addr }
     }
 
-    /// Serves `app` on a free loopback port.
-    pub async fn serve(app: gateway::App) -> Gateway {
-        // Bound before serving: connections made before the accept loop starts just queue.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(gateway::serve(app, listener));
-        Gateway { addr, task }
-    }
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -90,18 +57,15 @@ impl Gateway {
         if let Some(body) = body {
             request = request.data(body);
         }
-        let resp = request.send().await.expect("the gateway answers");
-        let status = resp.status();
-        let request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let resp = request.send().await.expect("the server answers");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (status, content_type, request_id) =
+            (resp.status(), header("content-type"), header("x-request-id"));
         let text = resp.into_body().into_string().await.expect("a body");
         Answer::new(status, content_type, request_id, text)
     }
@@ -119,7 +83,7 @@ impl Gateway {
              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
             self.addr
         );
-        // The gateway may answer and close before the whole body is sent: ignore write errors.
+        // The server may answer and close before the whole body is sent: ignore write errors.
         let _ = conn.write_all(head.as_bytes()).await;
         for chunk in chunks {
             let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
@@ -141,7 +105,7 @@ impl Gateway {
             }
         })
         .await;
-        assert!(read.is_ok(), "the gateway did not answer within 10 s");
+        assert!(read.is_ok(), "the server did not answer within 10 s");
         let raw = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
         let code: u16 = head
@@ -158,13 +122,7 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// What the gateway answered.
+/// What the server answered.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
@@ -200,7 +158,7 @@ impl Answer {
             .unwrap_or_else(|| panic!("no `error` in {self:?}"))
     }
 
-    /// The envelope's code.
+    /// The envelope's `code`.
     pub fn code(&self) -> i64 {
         self.json["code"]
             .as_i64()

@@ -2,11 +2,10 @@
 //! Thrift Python client, generated from idl/user.thrift by the Apache `thrift` compiler, over
 //! the framed and the buffered transport with the binary protocol.
 
-mod common;
-
 use std::{path::Path, process::Command};
 
-use common::*;
+use contract_tests::{Stack, code};
+use rpc::music::base::ErrCode;
 
 const PYTHON: &str = "/usr/bin/python3";
 const INSTALL_HINT: &str = "needs the Apache Thrift compiler and Python library: \
@@ -38,7 +37,7 @@ fn call(
     transport: &str,
     username: &str,
 ) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/client.py");
     let out = Command::new(PYTHON)
         .arg(script)
         .arg(client_code)
@@ -70,20 +69,27 @@ async fn apache_thrift_clients_call_the_service_framed_and_buffered() {
             .await
             .unwrap();
         let id = answer["create"][1].as_i64().expect("a user id");
-        assert_eq!(answer["create"][0], SUCCESS, "{transport}: {answer}");
+        assert_eq!(
+            answer["create"][0],
+            code(ErrCode::SUCCESS),
+            "{transport}: {answer}"
+        );
         assert_eq!(
             answer["login"],
-            serde_json::json!([SUCCESS, id]),
+            serde_json::json!([code(ErrCode::SUCCESS), id]),
             "{transport}"
         );
         assert_eq!(
             answer["get"],
-            serde_json::json!([SUCCESS, username, id]),
+            serde_json::json!([code(ErrCode::SUCCESS), username, id]),
             "{transport}"
         );
         assert_eq!(
             answer["wrong_password"],
-            serde_json::json!([AUTHORIZATION_FAILED, "wrong username or password"]),
+            serde_json::json!([
+                code(ErrCode::AUTHORIZATION_FAILED),
+                "wrong username or password"
+            ]),
             "{transport}"
         );
     }

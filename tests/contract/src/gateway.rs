@@ -1,0 +1,79 @@
+//! The gateway, run in this process on a free loopback port, driven by a real HTTP client.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser as _;
+use test_support::Http;
+use tokio::task::JoinHandle;
+
+/// The secret of every test gateway, so tests can forge tokens with [`jwt`].
+pub const SECRET: &str = "contract-test-secret-0123456789abcdef";
+
+/// Keys with the test gateways' secret.
+pub fn jwt() -> gateway::Jwt {
+    gateway::Jwt::new(SECRET.as_bytes(), Duration::from_secs(3600)).expect("a valid secret")
+}
+
+/// The gateway's flags for the etcd at `endpoints`, with the test secret; `extra` are more
+/// flags, e.g. `["--body-limit", "1KiB"]`.
+pub fn gateway_config(endpoints: &[String], extra: &[&str]) -> gateway::Config {
+    let endpoints = endpoints.join(",");
+    let mut args = vec![
+        "gateway",
+        "--etcd-endpoints",
+        &endpoints,
+        "--jwt-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    gateway::Config::try_parse_from(args).expect("valid gateway flags")
+}
+
+/// A gateway serving on a free loopback port, used through its HTTP client; aborted on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    http: Http,
+    task: JoinHandle<Result<(), volo_http::error::BoxError>>,
+}
+
+impl Gateway {
+    /// The IDL's routes, calling services found in the etcd at `endpoints`.
+    pub async fn start(endpoints: &[String]) -> Gateway {
+        Gateway::start_with(&gateway_config(endpoints, &[])).await
+    }
+
+    /// The IDL's routes, as `config` says.
+    pub async fn start_with(config: &gateway::Config) -> Gateway {
+        let jwt = gateway::jwt_from_config(config).expect("a valid secret");
+        let (app, _) = gateway::app(config, jwt);
+        Gateway::serve(app).await
+    }
+
+    /// Serves `app` (for routes other than the IDL's).
+    pub async fn serve(app: gateway::App) -> Gateway {
+        // Bound before serving: connections made before the accept loop starts just queue.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(gateway::serve(app, listener));
+        Gateway {
+            addr,
+            http: Http::new(addr),
+            task,
+        }
+    }
+}
+
+/// `gateway.get(..)`, `gateway.post_json(..)`: the gateway is driven through its client.
+impl std::ops::Deref for Gateway {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

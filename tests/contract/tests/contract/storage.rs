@@ -1,0 +1,74 @@
+//! What the service keeps: on the default SQLite file and on a shared PostgreSQL.
+
+use contract_tests::{Database, Stack, code};
+use rpc::music::base::ErrCode;
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2id_hashes_only() {
+    let stack = Stack::start().await;
+    stack.create("fay", "plain text secret").await;
+    let file = stack.database.sqlite_file();
+    let wal = file.with_extension("db-wal");
+    for bytes in [
+        std::fs::read(&file).unwrap(),
+        std::fs::read(wal).unwrap_or_default(),
+    ] {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("plain text secret"),
+            "the password is in the database file"
+        );
+    }
+    let store = user_service::Store::open(&stack.database.url())
+        .await
+        .unwrap();
+    let user = store.user_by_name("fay").await.unwrap().expect("stored");
+    assert!(
+        user.password_hash.starts_with("$argon2id$v=19$"),
+        "{}",
+        user.password_hash
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_data() {
+    let mut stack = Stack::start().await;
+    let (_, _, id) = stack.create("gus", "secret1").await;
+    stack.restart_service().await;
+    assert_eq!(stack.login("gus", "secret1").await.2, id);
+}
+
+#[tokio::test]
+async fn the_contract_holds_on_postgres() {
+    let stack = Stack::start_on(Database::postgres().await).await;
+    let (status, _, id) = stack.create("ann", "correct horse").await;
+    assert_eq!(status, code(ErrCode::SUCCESS));
+    assert_eq!(stack.login("ann", "correct horse").await.2, id);
+    assert_eq!(
+        stack.create("ann", "other pw").await.0,
+        code(ErrCode::USER_ALREADY_EXIST)
+    );
+    assert_eq!(
+        stack.login("ann", "wrong pw").await.0,
+        code(ErrCode::AUTHORIZATION_FAILED)
+    );
+    let profile = stack.get_user(id.expect("an id")).await;
+    assert_eq!(profile.user.expect("a profile").username, "ann");
+}
+
+/// Two replicas on one PostgreSQL: a name registered concurrently through both is taken
+/// once, and what one replica wrote the other serves after the first is gone.
+#[tokio::test]
+async fn replicas_share_one_postgres() {
+    let mut stack = Stack::start_on(Database::postgres().await).await;
+    stack.add_replica().await;
+    let codes = stack.create_concurrently("eve", 8).await;
+    let mut expected = vec![code(ErrCode::USER_ALREADY_EXIST); 8];
+    expected[0] = code(ErrCode::SUCCESS);
+    assert_eq!(codes, expected);
+
+    let (_, _, id) = stack.create("gus", "secret1").await;
+    stack.restart_service().await;
+    let replica = stack.replicas.pop().expect("the second replica");
+    replica.stop().await;
+    assert_eq!(stack.login("gus", "secret1").await.2, id);
+}
