@@ -2,7 +2,7 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
-use rpc::volo_etcd::{ClientOptions, EtcdOptions};
+use rpc::volo_etcd::{ClientOptions, EtcdArgs};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves the HTTP API declared in the IDL, calling the services found in etcd")]
@@ -10,14 +10,10 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8889")]
     pub listen: SocketAddr,
-    /// etcd endpoints, comma-separated, with or without http://.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: Vec<String>,
+    /// Where etcd is and how to reach it: --etcd-endpoints, --etcd-prefix,
+    /// --etcd-dial-timeout, --etcd-username/--etcd-password, --etcd-ca/--etcd-cert/--etcd-key.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// HS256 secret for bearer tokens, at least 32 bytes; without one a random secret is
     /// generated at start (tokens then die with the process).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -46,7 +42,7 @@ impl Config {
     /// The generated clients' options: the seed's retries, our timeouts and etcd.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            etcd: EtcdOptions::with_endpoints(self.etcd_endpoints.iter().cloned()),
+            etcd: self.etcd.options(),
             rpc_timeout: self.rpc_timeout,
             connect_timeout: self.connect_timeout,
             ..ClientOptions::default()
@@ -120,7 +116,7 @@ mod tests {
     fn defaults_match_the_seed() {
         let c = Config::try_parse_from(["gateway"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8889");
-        assert_eq!(c.etcd_endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(c.etcd.options(), rpc::volo_etcd::EtcdOptions::default());
         assert_eq!(c.jwt_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(c.rpc_timeout, Duration::from_secs(3));
         assert_eq!(c.connect_timeout, Duration::from_millis(50));
@@ -140,5 +136,34 @@ mod tests {
     fn secret_is_not_in_debug() {
         let c = Config::try_parse_from(["gateway", "--jwt-secret", "s3cr3t-value"]).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
+        let c = Config::try_parse_from([
+            "gateway",
+            "--etcd-username",
+            "root",
+            "--etcd-password",
+            "etcd-pa55",
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("etcd-pa55"));
+    }
+
+    #[test]
+    fn etcd_auth_and_tls_reach_the_clients() {
+        let c = Config::try_parse_from([
+            "gateway",
+            "--etcd-endpoints",
+            "10.0.0.1:2379",
+            "--etcd-username",
+            "gw",
+            "--etcd-password",
+            "pw",
+            "--etcd-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        let etcd = c.client_options().etcd;
+        assert_eq!(etcd.endpoints, ["10.0.0.1:2379"]);
+        assert_eq!(etcd.auth.map(|a| a.username).as_deref(), Some("gw"));
+        assert_eq!(etcd.tls.map(|t| t.ca), Some("ca.pem".into()));
     }
 }

@@ -33,7 +33,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         routes = routes.len(),
-        etcd = %config.etcd_endpoints.join(","),
+        etcd = %config.etcd.endpoints.join(","),
         "gateway serving on http://{addr}/"
     );
     gateway::serve(app, listener)

@@ -140,6 +140,8 @@ publish.workspace = true
 
 [dependencies]
 rpc.workspace = true
+# Only to turn on its `cli` feature: `rpc::volo_etcd::EtcdArgs`, the etcd flags.
+volo-etcd = {{ workspace = true, features = ["cli"] }}
 tokio.workspace = true
 clap.workspace = true
 anyhow.workspace = true
@@ -207,7 +209,7 @@ fn config_rs(idl: &Idl, svc: &Service) -> String {
 
 use std::{{net::SocketAddr, time::Duration}};
 
-use rpc::volo_etcd::{{EtcdOptions, RegisterOptions, ServeOptions}};
+use rpc::volo_etcd::{{EtcdArgs, RegisterOptions, ServeOptions}};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves {service} over Thrift, registered in etcd")]
@@ -218,9 +220,10 @@ pub struct Config {{
     /// IP to register instead of the listen address (needed when listening on 0.0.0.0).
     #[arg(long, env = "ADVERTISE")]
     pub advertise: Option<std::net::IpAddr>,
-    /// etcd endpoints, comma-separated, with or without http://.
-    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
-    pub etcd_endpoints: Vec<String>,
+    /// Where etcd is and how to reach it: --etcd-endpoints, --etcd-prefix,
+    /// --etcd-dial-timeout, --etcd-username/--etcd-password, --etcd-ca/--etcd-cert/--etcd-key.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Name to register under.
     #[arg(long, env = "SERVICE_NAME", default_value = {module}::{glue}::REGISTRY_NAME)]
     pub service_name: String,
@@ -234,10 +237,7 @@ impl Config {{
         ServeOptions {{
             service_name: self.service_name.clone(),
             advertise: self.advertise,
-            etcd: EtcdOptions {{
-                endpoints: self.etcd_endpoints.clone(),
-                ..EtcdOptions::default()
-            }},
+            etcd: self.etcd.options(),
             register: RegisterOptions {{
                 ttl: self.lease_ttl,
                 ..RegisterOptions::default()

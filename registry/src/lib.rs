@@ -16,6 +16,8 @@
 //!   signals (its shutdown hooks, and so deregistration, still run).
 //! - [`record`]: the JSON record and key layout of registry-etcd.
 //! - `serve`: [`ServeError`], what a generated `serve()` (announce + run) returns.
+//! - `cli` (feature `cli`): `EtcdArgs`, the etcd flags of a binary (`--etcd-endpoints`,
+//!   `--etcd-username`, `--etcd-ca`, ...), each with an environment variable.
 //! - `connection`: one reconnectable etcd client per registration / discoverer; TLS and auth
 //!   are applied there, and TLS failures are told apart from an unreachable etcd.
 //!
@@ -23,6 +25,7 @@
 //!
 //! - `tls` (default): TLS to etcd with rustls and ring. Without it, `EtcdOptions::tls` is an
 //!   error at startup.
+//! - `cli`: `EtcdArgs` (clap), to `#[command(flatten)]` into a binary's config.
 //!
 //! # Use
 //!
@@ -41,6 +44,8 @@
 
 mod address;
 mod backoff;
+#[cfg(feature = "cli")]
+mod cli;
 mod connection;
 mod discover;
 mod error;
@@ -51,6 +56,8 @@ mod serve;
 mod shutdown;
 
 pub use address::{ENV_IP_TO_REGISTRY, ENV_PORT_TO_REGISTRY, routable_address};
+#[cfg(feature = "cli")]
+pub use cli::EtcdArgs;
 pub use discover::EtcdDiscover;
 pub use error::{CallError, Error, validate_service_name};
 pub use options::{

@@ -2,16 +2,56 @@
 
 use std::{process::Command, time::Duration};
 
-use test_support::{ChildProcess, Etcd};
+use test_support::{ChildProcess, Etcd, Pki};
+
+/// The etcd settings the binary reads from the environment; cleared so that only a test's own
+/// flags and variables count.
+const ETCD_VARS: [&str; 8] = [
+    "ETCD_ENDPOINTS",
+    "ETCD_PREFIX",
+    "ETCD_DIAL_TIMEOUT",
+    "ETCD_USERNAME",
+    "ETCD_PASSWORD",
+    "ETCD_CA",
+    "ETCD_CERT",
+    "ETCD_KEY",
+];
 
 fn user_service(args: &[&str], data: &std::path::Path) -> ChildProcess {
+    user_service_with_env(args, &[], data)
+}
+
+fn user_service_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    data: &std::path::Path,
+) -> ChildProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+    for var in ETCD_VARS {
+        command.env_remove(var);
+    }
     command
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(data)
         .env("RUST_LOG", "info")
         .env_remove("RUST_BACKTRACE");
     ChildProcess::spawn(command).expect("start user-service")
+}
+
+/// `--etcd-*` flags for `etcd`, which serves TLS with client certificates from `pki`.
+fn tls_flags(etcd: &Etcd, pki: &Pki) -> Vec<String> {
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    vec![
+        "--etcd-endpoints".into(),
+        etcd.endpoint(),
+        "--etcd-ca".into(),
+        path(pki.ca()),
+        "--etcd-cert".into(),
+        path(pki.client_cert()),
+        "--etcd-key".into(),
+        path(pki.client_key()),
+    ]
 }
 
 fn free_port() -> u16 {
@@ -70,8 +110,13 @@ async fn sigterm_deregisters_and_exits_zero() {
 }
 
 async fn fails_with(args: &[&str], message: &str) {
+    fails_with_env(args, &[], message).await;
+}
+
+/// Runs the binary until it exits; asserts exit 1 and `message` in its output, which it returns.
+async fn fails_with_env(args: &[&str], env: &[(&str, &str)], message: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = user_service(args, dir.path());
+    let mut svc = user_service_with_env(args, env, dir.path());
     let status = svc.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", svc.output());
     let output = svc.output();
@@ -80,6 +125,7 @@ async fn fails_with(args: &[&str], message: &str) {
         "expected `{message}` in:\n{output}"
     );
     assert!(!output.contains("panicked"), "{output}");
+    output
 }
 
 #[tokio::test]
@@ -91,6 +137,99 @@ async fn an_unreachable_etcd_is_a_clear_error() {
         &format!("user-service: cannot register in etcd: cannot reach etcd at {etcd}"),
     )
     .await;
+}
+
+#[tokio::test]
+async fn registers_in_an_etcd_with_tls_and_auth_given_by_flags() {
+    let pki = Pki::generate("etcd");
+    let etcd = Etcd::builder().tls(&pki).auth("root-pa55").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--listen".to_owned(), listen.clone()];
+    args.extend(tls_flags(&etcd, &pki));
+    args.extend(["--etcd-username", "root", "--etcd-password", "root-pa55"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut svc = user_service(&args, dir.path());
+
+    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
+    assert!(
+        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
+        "never registered over TLS with auth:\n{}\netcd:\n{}",
+        svc.output(),
+        etcd.log()
+    );
+
+    // Deregistration goes through the same authenticated TLS connection.
+    let pid = svc.id().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = svc.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM:\n{}",
+        svc.output()
+    );
+    assert!(
+        etcd.wait_for_key(&key, false, Duration::ZERO).await,
+        "the key is gone once the process has exited"
+    );
+    assert!(!svc.output().contains("root-pa55"), "{}", svc.output());
+}
+
+#[tokio::test]
+async fn a_wrong_etcd_password_is_a_one_line_error() {
+    let pki = Pki::generate("etcd");
+    let etcd = Etcd::builder().tls(&pki).auth("root-pa55").start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--listen".to_owned(), listen];
+    args.extend(tls_flags(&etcd, &pki));
+    args.extend(["--etcd-username", "root"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The password from the environment, as in production (flags show in `ps`).
+    let output = fails_with_env(
+        &args,
+        &[("ETCD_PASSWORD", "wrong-pa55")],
+        &format!(
+            "user-service: cannot register in etcd: etcd at {} rejected user \"root\"",
+            etcd.endpoint()
+        ),
+    )
+    .await;
+    let errors: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("user-service: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{output}");
+    assert_eq!(
+        output.trim_end().lines().last(),
+        errors.first().copied(),
+        "the error is the last line:\n{output}"
+    );
+    assert!(!output.contains("wrong-pa55"), "password leaked:\n{output}");
+}
+
+#[tokio::test]
+async fn a_password_without_a_user_is_refused_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = user_service_with_env(&[], &[("ETCD_PASSWORD", "lonely-pa55")], dir.path());
+    let status = svc.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", svc.output());
+    let output = svc.output();
+    assert!(
+        output.contains("required arguments were not provided")
+            && output.contains("--etcd-username"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("lonely-pa55"),
+        "password leaked:\n{output}"
+    );
 }
 
 #[tokio::test]

@@ -64,8 +64,11 @@ impl Http {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (status, content_type, request_id) =
-            (resp.status(), header("content-type"), header("x-request-id"));
+        let (status, content_type, request_id) = (
+            resp.status(),
+            header("content-type"),
+            header("x-request-id"),
+        );
         let text = resp.into_body().into_string().await.expect("a body");
         Answer::new(status, content_type, request_id, text)
     }
