@@ -14,10 +14,14 @@ pub struct Config {
     /// --etcd-dial-timeout, --etcd-username/--etcd-password, --etcd-ca/--etcd-cert/--etcd-key.
     #[command(flatten)]
     pub etcd: EtcdArgs,
-    /// HS256 secret for bearer tokens, at least 32 bytes; without one a random secret is
-    /// generated at start (tokens then die with the process).
+    /// HS256 secret for bearer tokens, at least 32 bytes (e.g. `openssl rand -hex 32`).
+    /// Required, except with --dev.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// Development mode: without --jwt-secret, sign tokens with a random secret made at
+    /// start (tokens then die with the process, and no other gateway accepts them).
+    #[arg(long, env = "GATEWAY_DEV")]
+    pub dev: bool,
     /// How long an issued token stays valid.
     #[arg(long, env = "JWT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub jwt_ttl: Duration,

@@ -11,6 +11,11 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Why the token keys could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error(
+        "no JWT secret: set --jwt-secret or JWT_SECRET to 32 or more random bytes \
+         (e.g. `openssl rand -hex 32`), or pass --dev to sign with a random one for this run"
+    )]
+    Missing,
     #[error("the JWT secret is {0} bytes; it must be at least {MIN_SECRET_LEN} bytes")]
     TooShort(usize),
     #[error("no randomness available for a JWT secret: {0}")]

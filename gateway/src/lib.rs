@@ -44,17 +44,19 @@ const REQUEST_ID: &str = "x-request-id";
 /// The gateway as one volo-http service.
 pub type App = AccessLog<Router>;
 
-/// Builds the token keys from the config: the given secret (refused under 32 bytes), or a
-/// random one with a warning.
+/// Builds the token keys from the config: the given secret (refused under 32 bytes); without
+/// one, a random secret in development mode (with a warning) and an error otherwise.
 pub fn jwt_from_config(config: &Config) -> Result<Jwt, KeyError> {
     match &config.jwt_secret {
         Some(secret) => Jwt::new(secret.expose().as_bytes(), config.jwt_ttl),
-        None => {
+        None if config.dev => {
             tracing::warn!(
-                "no --jwt-secret / JWT_SECRET: using a random secret, so tokens die with this process"
+                "development mode without --jwt-secret: using a random secret, so tokens die \
+                 with this process"
             );
             Jwt::random(config.jwt_ttl)
         }
+        None => Err(KeyError::Missing),
     }
 }
 

@@ -10,7 +10,13 @@ use tokio::{
 
 fn gateway() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    for var in ["JWT_SECRET", "LISTEN", "ETCD_ENDPOINTS", "BODY_LIMIT"] {
+    for var in [
+        "JWT_SECRET",
+        "GATEWAY_DEV",
+        "LISTEN",
+        "ETCD_ENDPOINTS",
+        "BODY_LIMIT",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("RUST_LOG", "info");
@@ -56,10 +62,30 @@ fn a_short_secret_is_refused() {
     );
 }
 
+#[test]
+fn a_missing_secret_is_refused_outside_development_mode() {
+    let out = gateway()
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no JWT secret") && stderr.contains("--dev"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_gateway_with_exit_0() {
     let mut cmd = gateway();
-    cmd.args(["--listen", "127.0.0.1:0", "--etcd-endpoints", "127.0.0.1:1"]);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        "127.0.0.1:1",
+        "--dev",
+    ]);
     let mut child = ChildProcess::spawn(cmd).unwrap();
     let serving = wait_until(Duration::from_secs(10), || {
         let out = child.output();
