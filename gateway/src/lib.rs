@@ -34,12 +34,18 @@ pub use config::{Config, Secret, parse_size};
 pub use jwt::{Jwt, KeyError};
 pub use routes::Mounter;
 
-/// The request id of the current request, from `x-request-id` or generated; in the request's
-/// extensions for handlers and echoed in the response.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
+/// The request id: the client's `x-request-id` when it is safe to echo, else a generated one.
+/// [`AccessLog`] puts it in the request's own `x-request-id` header, where handlers read it
+/// ([`request_id`]), and echoes it in the response.
 const REQUEST_ID: &str = "x-request-id";
+
+/// The id of the request with these headers (set by [`AccessLog`]), for log lines.
+pub fn request_id(headers: &volo_http::http::HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
 
 /// The gateway as one volo-http service.
 pub type App = AccessLog<Router>;
@@ -175,23 +181,23 @@ where
 
     async fn call(&self, cx: &mut ServerContext, mut req: Request) -> Result<Response, Infallible> {
         let start = Instant::now();
-        let id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_safe_request_id(v))
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+        // Cloning a header value only counts a reference: the id costs one allocation when
+        // generated and none when the client's is echoed.
+        let id = match req.headers().get(REQUEST_ID) {
+            Some(id) if is_safe_request_id(id.as_bytes()) => id.clone(),
+            _ => {
+                let id = HeaderValue::try_from(format!("{:016x}", fastrand::u64(..)))
+                    .expect("hex digits are a valid header value");
+                req.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
         let method = req.method().clone();
         let uri = req.uri().clone();
-        req.extensions_mut().insert(RequestId(id.clone()));
         let mut resp = match self.inner.call(cx, req).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(REQUEST_ID, value);
-        }
         if !resp.headers().contains_key(CONTENT_TYPE) {
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -202,17 +208,18 @@ where
             path = uri.path(),
             status = resp.status().as_u16(),
             latency_us = start.elapsed().as_micros() as u64,
-            request_id = %id,
+            request_id = id.to_str().unwrap_or_default(),
         );
+        resp.headers_mut().insert(REQUEST_ID, id);
         Ok(resp)
     }
 }
 
 /// A client's id is echoed and logged: keep it short and printable.
-fn is_safe_request_id(id: &str) -> bool {
+fn is_safe_request_id(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
-            .bytes()
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }

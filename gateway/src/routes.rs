@@ -23,7 +23,7 @@ use volo_http::{
     },
 };
 
-use crate::{RequestId, jwt::Jwt, reply};
+use crate::{jwt::Jwt, reply, request_id};
 
 /// What every route handler shares, built once at start.
 pub(crate) struct Shared {
@@ -126,7 +126,7 @@ impl<E: Endpoint> RouteService<E> {
     async fn handle(&self, cx: &mut ServerContext, req: Request) -> Response {
         let route = E::ROUTE;
         let (parts, body) = req.into_parts();
-        let request_id = parts.extensions.get::<RequestId>().cloned();
+        let request_id = request_id(&parts.headers);
         if route.auth {
             let authorization = parts
                 .headers
@@ -186,7 +186,7 @@ impl<E: Endpoint> RouteService<E> {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(
-                    request_id = request_id.as_ref().map(|r| r.0.as_str()),
+                    request_id,
                     service = route.service,
                     rpc = route.rpc,
                     error = %e,
@@ -214,11 +214,11 @@ impl<E: Endpoint> RouteService<E> {
         response: &E::Response,
         field: &str,
         message: &str,
-        request_id: Option<RequestId>,
+        request_id: &str,
     ) -> Response {
         let fail = |why: &dyn std::fmt::Display| {
             tracing::error!(
-                request_id = request_id.as_ref().map(|r| r.0.as_str()),
+                request_id,
                 rpc = E::ROUTE.rpc,
                 "cannot issue a token: {why}"
             );
