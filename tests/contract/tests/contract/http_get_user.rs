@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use contract_tests::{Stack, code, jwt};
+use contract_tests::{Gateway, Stack, code, jwt};
 use gateway::jwt::unix_now;
 use rpc::music::base::ErrCode;
 
@@ -80,4 +80,21 @@ async fn a_bad_id_in_the_path_is_400() {
             "{bad}: {answer:?}"
         );
     }
+}
+
+/// Gateways keep no state: behind a load balancer, a token issued by one is accepted by any
+/// other with the same secret.
+#[tokio::test]
+async fn a_token_from_one_gateway_is_accepted_by_another() {
+    let stack = Stack::start().await;
+    let (id, token) = stack.http_signed_up("alice").await;
+    let other = Gateway::start(&stack.endpoints()).await;
+    let answer = other
+        .get(
+            &format!("/api/user/{id}"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(answer.code(), code(ErrCode::SUCCESS), "{answer:?}");
+    assert_eq!(answer.json["data"]["user"]["username"], "alice");
 }
