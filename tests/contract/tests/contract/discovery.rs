@@ -13,15 +13,9 @@ use test_support::{Etcd, wait_until};
 async fn a_stopped_service_leaves_etcd_before_its_stop_returns() {
     let stack = Stack::start().await;
     let key = stack.service.key();
-    let Stack {
-        service,
-        etcd,
-        gateway,
-        ..
-    } = stack;
-    drop(gateway);
-    service.stop().await;
-    let resp = etcd.client().await.get(key.as_str(), None).await.unwrap();
+    stack.service.stop().await;
+    let resp = stack.etcd.client().await.get(key.as_str(), None).await;
+    let resp = resp.unwrap();
     assert!(resp.kvs().is_empty(), "still registered under {key}");
 }
 
