@@ -123,9 +123,7 @@ async fn sigterm_stops_the_gateway_with_exit_0() {
     .await;
     assert!(logged, "no access log line: {}", child.output());
 
-    let pid = child.id().expect("running").to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(sent.success());
+    child.terminate();
     let status = child.wait_exit(Duration::from_secs(40)).await;
     assert!(
         status.is_some_and(|s| s.success()),

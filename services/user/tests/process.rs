@@ -54,6 +54,22 @@ fn tls_flags(etcd: &Etcd, pki: &Pki) -> Vec<String> {
     ]
 }
 
+/// SIGTERM: exit 0, and `key` gone from etcd by the time the process has exited.
+async fn stops_on_sigterm_deregistered(svc: &mut ChildProcess, etcd: &Etcd, key: &str) {
+    svc.terminate();
+    let status = svc.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM:\n{}",
+        svc.output()
+    );
+    assert!(
+        etcd.wait_for_key(key, false, Duration::ZERO).await,
+        "the key is gone once the process has exited"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -83,25 +99,7 @@ async fn sigterm_deregisters_and_exits_zero() {
         "the default database is created under ./data"
     );
 
-    let pid = svc.id().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = svc.wait_exit(Duration::from_secs(15)).await;
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM:\n{}",
-        svc.output()
-    );
-    assert!(
-        etcd.wait_for_key(&key, false, Duration::ZERO).await,
-        "the key is gone once the process has exited"
-    );
+    stops_on_sigterm_deregistered(&mut svc, &etcd, &key).await;
     assert!(
         svc.output().contains("deregistered from etcd"),
         "{}",
@@ -160,25 +158,7 @@ async fn registers_in_an_etcd_with_tls_and_auth_given_by_flags() {
     );
 
     // Deregistration goes through the same authenticated TLS connection.
-    let pid = svc.id().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = svc.wait_exit(Duration::from_secs(15)).await;
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM:\n{}",
-        svc.output()
-    );
-    assert!(
-        etcd.wait_for_key(&key, false, Duration::ZERO).await,
-        "the key is gone once the process has exited"
-    );
+    stops_on_sigterm_deregistered(&mut svc, &etcd, &key).await;
     assert!(!svc.output().contains("root-pa55"), "{}", svc.output());
 }
 

@@ -71,6 +71,17 @@ impl ChildProcess {
         }
     }
 
+    /// Sends SIGTERM, as `docker stop` or systemd would, and returns at once; see
+    /// [`ChildProcess::wait_exit`]. (Through `kill(1)`: this workspace forbids `unsafe`.)
+    pub fn terminate(&self) {
+        let pid = self.id().expect("the process is running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
     /// Kills the process with SIGKILL (no chance to clean up, like a crash) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
