@@ -91,6 +91,20 @@ async fn auth_and_body_rules_apply_to_fixture_routes() {
         )
         .await;
     assert!(a.assert_error(400).contains("`skus`"), "{a:?}");
+    let nested = br#"{"skus": ["a"], "ship_to": {"city": "Paris"},
+        "alternates": [{"city": "Lyon"}, {"city": ""}]}"#;
+    let a = gw
+        .send(
+            Method::POST,
+            "/shops/7/orders",
+            &headers,
+            Some(nested.to_vec()),
+        )
+        .await;
+    assert!(
+        a.assert_error(400).contains("`alternates[1].city`"),
+        "{a:?}"
+    );
     let a = gw
         .send(Method::POST, "/shops/7/orders", &headers, Some(body))
         .await;

@@ -160,14 +160,8 @@ fn message_items(
                 );
             }
         }
-        let nested =
-            matches!(&f.ty, Type::Struct(id) if api.idl.structs[*id].kind != StructKind::Union);
-        if nested {
+        if let Some(call) = nested_check(api, &f.ty, "v", &format!("{:?}", f.name), 0) {
             let place = &access[i];
-            let call = format!(
-                "::idlgen_runtime::Validate::validate(v).map_err(|e| e.nested({:?}))?;",
-                f.name
-            );
             let _ = if f.required {
                 writeln!(checks, "{{ let v = &{place}; {call} }}")
             } else {
@@ -188,6 +182,36 @@ fn message_items(
         out.push_str(&envelope(api, sid, rust_name, &rust));
     }
     out
+}
+
+/// Code validating the structs inside `value` (a reference of type `ty`), through typedefs,
+/// list and set elements and map values; errors name the place, e.g. `items[2].price` or
+/// `by_sku["a1"].price`. `path` is an expression for the name of `value`; `depth` keeps the
+/// loop variables of nested containers apart. `None` when `ty` holds no struct.
+fn nested_check(api: &Api, ty: &Type, value: &str, path: &str, depth: usize) -> Option<String> {
+    match ty {
+        Type::Typedef(_, _, target) => nested_check(api, target, value, path, depth),
+        Type::Struct(id) if api.idl.structs[*id].kind != StructKind::Union => Some(format!(
+            "::idlgen_runtime::Validate::validate({value}).map_err(|e| e.nested({path}))?;"
+        )),
+        Type::List(inner) | Type::Set(inner) => {
+            let (i, item) = (format!("i{depth}"), format!("item{depth}"));
+            let item_path = format!("&::std::format!(\"{{}}[{{}}]\", {path}, {i})");
+            let check = nested_check(api, inner, &item, &item_path, depth + 1)?;
+            Some(format!(
+                "for ({i}, {item}) in {value}.iter().enumerate() {{ {check} }}"
+            ))
+        }
+        Type::Map(_, inner) => {
+            let (key, item) = (format!("key{depth}"), format!("item{depth}"));
+            let item_path = format!("&::std::format!(\"{{}}[{{:?}}]\", {path}, {key})");
+            let check = nested_check(api, inner, &item, &item_path, depth + 1)?;
+            Some(format!(
+                "for ({key}, {item}) in {value}.iter() {{ {check} }}"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `Envelope`: code and message from `BaseResp`, the other fields as `data`.

@@ -36,6 +36,10 @@ struct OrderRequest {
     3: required Address ship_to (api.body = "ship_to"),
     4: optional string note (api.body = "note", api.vd = "len($) <= 140 || (coupon)$ == 'VIP'"),
     5: optional string coupon (api.vd = "in($, 'WELCOME', 'VIP')"),
+    // Fallback addresses, each checked like ship_to.
+    6: optional list<Address> alternates (api.body = "alternates"),
+    // Saved addresses by label, each checked like ship_to.
+    7: optional map<string, Address> by_label (api.body = "by_label"),
 }
 
 struct OrderResponse {

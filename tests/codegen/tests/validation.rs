@@ -22,6 +22,15 @@ fn order() -> OrderRequest {
         },
         note: None,
         coupon: None,
+        alternates: None,
+        by_label: None,
+    }
+}
+
+fn address(city: &str) -> Address {
+    Address {
+        city: pilota::FastStr::new(city),
+        zip: None,
     }
 }
 
@@ -168,4 +177,30 @@ fn the_error_reads_well() {
         e.to_string(),
         "invalid field `q`: must satisfy `mblen($) >= 2`"
     );
+}
+
+#[test]
+fn structs_in_lists_and_maps_are_validated_and_named_by_place() {
+    let alternates = OrderRequest {
+        alternates: Some(vec![address("Nice"), address("")]),
+        ..order()
+    };
+    assert_eq!(
+        broken(alternates.validate()),
+        (
+            "alternates[1].city".into(),
+            "must satisfy `len($) > 0`".into()
+        )
+    );
+    let by_label = OrderRequest {
+        by_label: Some([("home".into(), address(""))].into_iter().collect()),
+        ..order()
+    };
+    assert_eq!(broken(by_label.validate()).0, "by_label[\"home\"].city");
+    let fine = OrderRequest {
+        alternates: Some(vec![address("Nice")]),
+        by_label: Some([("home".into(), address("Lyon"))].into_iter().collect()),
+        ..order()
+    };
+    assert_eq!(fine.validate(), Ok(()));
 }
