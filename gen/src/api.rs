@@ -500,8 +500,8 @@ fn bind_fields(
 fn placement_error(idl: &Idl, field: &Field, source: BindingSource) -> Option<String> {
     let fits = match (source, &field.ty) {
         (BindingSource::Body, _) => true,
-        (BindingSource::Query, Type::List(t) | Type::Set(t)) => t.is_scalar(),
-        (_, t) => t.is_scalar(),
+        (BindingSource::Query, Type::List(t) | Type::Set(t)) => t.is_text(),
+        (_, t) => t.is_text(),
     };
     (!fits).then(|| {
         let what = match source {
@@ -509,7 +509,7 @@ fn placement_error(idl: &Idl, field: &Field, source: BindingSource) -> Option<St
             _ => "one text value",
         };
         let hint = if matches!(field.ty, Type::Typedef(..)) {
-            " (typedef'd fields can come only from the body)"
+            " (only typedefs of bool, integers and string can come from text)"
         } else {
             ""
         };

@@ -184,6 +184,30 @@ fn message_items(
     out
 }
 
+/// An expression reading `text` as a value of `ty` (a scalar, an enum by number, or a typedef
+/// of a scalar): a `Result<_, BindError>` naming `field` and the `Source::{variant}`.
+fn text_value(ty: &Type, field: &str, variant: &str, text: &str) -> String {
+    let bind = |rust: &str| {
+        format!(
+            "::idlgen_runtime::bind_text::<{rust}>({field:?}, ::idlgen_runtime::Source::{variant}, {text})"
+        )
+    };
+    // A typedef's scalar must be named: the conversion after it hides it from inference.
+    let scalar = |ty: &Type| match ty {
+        Type::Bool => "bool",
+        Type::I8 => "i8",
+        Type::I16 => "i16",
+        Type::I32 => "i32",
+        Type::I64 => "i64",
+        _ => "::pilota::FastStr",
+    };
+    match (ty, ty.typedef_scalar()) {
+        (Type::Enum(_), _) => format!("{}.map(::std::convert::From::from)", bind("i32")),
+        (_, Some(target)) => format!("{}.map(::std::convert::From::from)", bind(scalar(target))),
+        _ => bind("_"),
+    }
+}
+
 /// Code validating the structs inside `value` (a reference of type `ty`), through typedefs,
 /// list and set elements and map values; errors name the place, e.g. `items[2].price` or
 /// `by_sku["a1"].price`. `path` is an expression for the name of `value`; `depth` keeps the
@@ -555,24 +579,16 @@ fn endpoint_impl(api: &Api, route: &Route, index: usize, n: &EndpointNames<'_>) 
                         )
                     }
                 };
-                let convert = |text: &str| {
-                    if matches!(f.ty, Type::Enum(_)) {
-                        format!(
-                            "::std::convert::From::from(::idlgen_runtime::bind_text::<i32>({name:?}, ::idlgen_runtime::Source::{variant}, {text})?)",
-                            name = f.name
-                        )
-                    } else {
-                        format!(
-                            "::idlgen_runtime::bind_text({name:?}, ::idlgen_runtime::Source::{variant}, {text})?",
-                            name = f.name
-                        )
-                    }
-                };
+                let convert =
+                    |text: &str| format!("{}?", text_value(&f.ty, &f.name, variant, text));
                 if list {
+                    let (Type::List(element) | Type::Set(element)) = &f.ty else {
+                        unreachable!("a list binding has a list type")
+                    };
                     let all = format!(
-                        "query.all({key:?}).map(|t| ::idlgen_runtime::bind_text({name:?}, ::idlgen_runtime::Source::Query, t)).collect::<::std::result::Result<_, _>>()?",
+                        "query.all({key:?}).map(|t| {element}).collect::<::std::result::Result<_, _>>()?",
                         key = b.key,
-                        name = f.name
+                        element = text_value(element, &f.name, "Query", "t"),
                     );
                     if f.required {
                         all

@@ -51,6 +51,28 @@ impl Type {
         )
     }
 
+    /// The scalar a typedef names directly (`typedef string Sku`): its text binds to the
+    /// typedef through pilota's `From<scalar>`. Not doubles (pilota may wrap them) nor enums
+    /// or typedefs of typedefs (two conversions Rust cannot infer).
+    pub fn typedef_scalar(&self) -> Option<&Type> {
+        match self {
+            Type::Typedef(_, _, t)
+                if matches!(
+                    **t,
+                    Type::Bool | Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::String
+                ) =>
+            {
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+
+    /// Can a value of this type be read from one text value (a scalar, or a typedef of one)?
+    pub fn is_text(&self) -> bool {
+        self.is_scalar() || self.typedef_scalar().is_some()
+    }
+
     pub fn is_integer(&self) -> bool {
         matches!(self, Type::I8 | Type::I16 | Type::I32 | Type::I64)
     }

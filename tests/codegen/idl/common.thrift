@@ -12,3 +12,4 @@ struct BaseResp {
 }
 
 typedef string Sku
+typedef i64 OrderNo

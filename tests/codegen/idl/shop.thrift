@@ -16,6 +16,8 @@ struct SearchRequest {
     4: required string tenant (api.header = "X-Tenant"),
     5: optional common.Currency currency (api.query = "currency"),
     6: optional bool in_stock (api.query = "in_stock"),
+    7: optional common.Sku sku (api.query = "sku"),
+    8: optional list<common.Currency> currencies (api.query = "cur"),
 }
 
 struct Item {
@@ -51,6 +53,10 @@ exception OutOfStock {
     1: required string sku,
 }
 
+struct TrackRequest {
+    1: required common.OrderNo order_no (api.path = "order_no"),
+}
+
 struct LoginRequest {
     1: required string user (api.body = "user"),
 }
@@ -64,6 +70,8 @@ service ShopService {
     SearchResponse Search(1: SearchRequest req) (api.get = "/shops/search")
     // Places an order.
     OrderResponse Order(1: OrderRequest req) throws (1: OutOfStock out_of_stock) (api.post = "/shops/:shop_id/orders", api.put = "/shops/:shop_id/orders/retry", api.auth = "true")
+    // An order's state, by its number (a typedef) in the path.
+    OrderResponse Track(1: TrackRequest req) (api.get = "/orders/:order_no")
     // Not routed: only reachable over Thrift.
     void Ping()
 } (registry.name = "shop.service")

@@ -1,6 +1,9 @@
 //! The generated `Endpoint::bind`: every field from where the IDL says, and clear errors.
 
-use codegen_tests::shop::{common::Currency, shop_service};
+use codegen_tests::shop::{
+    common::{Currency, OrderNo, Sku},
+    shop_service,
+};
 use idlgen_runtime::{Endpoint, RequestParts};
 
 /// An HTTP request as the gateway would present it.
@@ -171,4 +174,26 @@ fn bad_bodies_say_what_was_wrong() {
             .starts_with("invalid path value for field `shop_id`"),
         "{err}"
     );
+}
+
+#[test]
+fn typedefs_and_enum_lists_are_bound_from_text() {
+    let req = shop_service::Search::bind(&search("q=ab&sku=A-1&cur=1&cur=2")).unwrap();
+    assert_eq!(req.sku, Some(Sku("A-1".into())));
+    assert_eq!(req.currencies, Some(vec![Currency::EUR, Currency::USD]));
+    let err = shop_service::Search::bind(&search("q=ab&cur=1&cur=euro")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid query value for field `currencies`: `euro` is not a valid i32"),
+        "{err}"
+    );
+
+    let track = |order_no: &'static str| Request {
+        path: vec![("order_no", order_no)],
+        ..Request::default()
+    };
+    let req = shop_service::Track::bind(&track("42")).unwrap();
+    assert_eq!(req.order_no, OrderNo(42));
+    let err = shop_service::Track::bind(&track("forty-two")).unwrap_err();
+    assert!(err.to_string().contains("field `order_no`"), "{err}");
 }

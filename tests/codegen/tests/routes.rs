@@ -17,6 +17,7 @@ fn every_route_is_in_the_crate_table_in_idl_order() {
             "GET /shops/search -> ShopService.Search",
             "POST /shops/:shop_id/orders -> ShopService.Order",
             "PUT /shops/:shop_id/orders/retry -> ShopService.Order",
+            "GET /orders/:order_no -> ShopService.Track",
             "POST /accounts/login -> AccountService.Login",
         ]
     );
