@@ -1,8 +1,10 @@
 //! Flags, each with an environment variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
 use rpc::volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions};
+
+use crate::password::{Hasher, default_concurrency};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves UserService over Thrift, registered in etcd")]
@@ -32,9 +34,21 @@ pub struct Config {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// How many password hashes (argon2id, 19 MiB and a core each) run at once; the rest
+    /// queue. Default: the number of cores.
+    #[arg(long, env = "HASH_CONCURRENCY", default_value_t = default_concurrency())]
+    pub hash_concurrency: NonZeroUsize,
+    /// How long a registration or login waits for a hashing slot before it is refused with
+    /// ServiceErr "busy" (keep it below the callers' RPC timeout).
+    #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub hash_queue_timeout: Duration,
 }
 
 impl Config {
+    pub fn hasher(&self) -> Hasher {
+        Hasher::new(self.hash_concurrency, self.hash_queue_timeout)
+    }
+
     pub fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             service_name: self.service_name.clone(),

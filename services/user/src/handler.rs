@@ -14,18 +14,20 @@ use rpc::{
 };
 
 use crate::{
-    password::{self, PasswordError},
+    password::{Hasher, PasswordError},
     store::{Store, StoreError},
 };
 
 #[derive(Debug, Clone)]
 pub struct Handler {
     store: Store,
+    /// Bounds the argon2id work of `CreateUser` and `Login`.
+    hasher: Hasher,
 }
 
 impl Handler {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, hasher: Hasher) -> Self {
+        Self { store, hasher }
     }
 }
 
@@ -44,7 +46,19 @@ enum Failure {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
-    Password(#[from] PasswordError),
+    Password(PasswordError),
+    /// Too many hashes queued: shed this one rather than grow the queue.
+    #[error("the service is busy; try again later")]
+    Busy,
+}
+
+impl From<PasswordError> for Failure {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy(_) => Failure::Busy,
+            e => Failure::Password(e),
+        }
+    }
 }
 
 impl Failure {
@@ -54,6 +68,12 @@ impl Failure {
             Failure::Invalid(_) | Failure::NoSuchUser(_) => ErrCode::PARAM_ERR,
             Failure::Taken => ErrCode::USER_ALREADY_EXIST,
             Failure::BadCredentials => ErrCode::AUTHORIZATION_FAILED,
+            // Expected under a flood of logins, and one line per shed call would be a flood
+            // of its own; debug only.
+            Failure::Busy => {
+                tracing::debug!(method, "shed: no hashing slot free in time");
+                ErrCode::SERVICE_ERR
+            }
             Failure::Store(_) | Failure::Password(_) => {
                 tracing::error!(method, error = %self, "internal failure");
                 return base_resp(ErrCode::SERVICE_ERR, "internal error; try again later");
@@ -88,7 +108,7 @@ impl Handler {
     async fn create(&self, req: CreateUserRequest) -> Result<i64, Failure> {
         // The gateway validates too, but it is not the only caller.
         req.validate()?;
-        let hash = password::hash(req.password.to_string()).await?;
+        let hash = self.hasher.hash(req.password.to_string()).await?;
         match self
             .store
             .create_user(&req.username, &hash, unix_now())
@@ -106,7 +126,7 @@ impl Handler {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         match (
             user,
-            password::verify(req.password.to_string(), stored).await?,
+            self.hasher.verify(req.password.to_string(), stored).await?,
         ) {
             (Some(user), true) => Ok(user.id),
             _ => Err(Failure::BadCredentials),

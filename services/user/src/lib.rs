@@ -5,11 +5,11 @@
 //! - `config`: flags and environment variables, with defaults.
 //! - `handler`: the three methods, and how failures become `BaseResp` codes.
 //! - `store`: the database (schema in `migrations/`, embedded).
-//! - `password`: argon2id hashing.
+//! - `password`: argon2id hashing, a bounded number at a time.
 
 mod config;
 mod handler;
-mod password;
+pub mod password;
 mod store;
 
 pub use config::Config;
@@ -30,7 +30,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let served = user_service::serve(
-        Handler::new(store.clone()),
+        Handler::new(store.clone(), config.hasher()),
         listener,
         &config.serve_options(),
         shutdown,

@@ -1,78 +1,274 @@
-//! Password hashing with argon2id (the argon2 crate's defaults: OWASP's m=19 MiB, t=2, p=1),
-//! on blocking threads so a hash never stalls the runtime.
+//! Password hashing with argon2id (the argon2 crate's defaults: OWASP's m=19 MiB, t=2, p=1).
+//!
+//! A hash costs a core for tens of milliseconds and 19 MiB, by design. Run unbounded, a burst
+//! of logins takes every core and gigabytes, starving every other call, and keeps hashing for
+//! callers that gave up long ago. So a [`Hasher`] owns a fixed pool of `concurrency` threads
+//! that do all the hashing, each with its own 19 MiB of working memory, allocated once; calls
+//! queue for them, and one that waited longer than `queue_timeout` is refused with
+//! [`PasswordError::Busy`] (its caller's deadline is near or gone by then).
+//!
+//! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
+//! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
+//! a thread, so an arena, whenever none is idle at the instant of a call.
 
-use std::sync::LazyLock;
+use std::{
+    num::NonZeroUsize,
+    panic::AssertUnwindSafe,
+    sync::{Arc, LazyLock, Mutex, mpsc},
+    time::{Duration, Instant},
+};
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::{SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{self, Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng},
 };
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("cannot hash the password: {0}")]
-    Hash(argon2::password_hash::Error),
-    #[error("stored hash is not a valid PHC string: {0}")]
-    StoredHash(argon2::password_hash::Error),
-    #[error("hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Hash(password_hash::Error),
+    #[error("stored hash is not a valid argon2 PHC string: {0}")]
+    StoredHash(password_hash::Error),
+    #[error("the hashing thread panicked")]
+    Panicked,
+    /// Waited `queue_timeout` for a hashing thread: the service is overloaded with hashes.
+    #[error("no hashing thread free within {0:?}")]
+    Busy(Duration),
 }
 
-/// The PHC string of a fresh argon2id hash with a random salt.
-pub async fn hash(password: String) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || hash_now(&password)).await?
+/// A unit of hashing work, run by one of the pool's threads with that thread's memory.
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
+/// Hashes and verifies on its own `concurrency` threads. Clones share the pool; the threads
+/// end once the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    /// The queue the pool's threads take work from.
+    jobs: mpsc::Sender<Job>,
+    /// How long a call may wait in the queue before it is refused.
+    queue_timeout: Duration,
 }
 
-fn hash_now(password: &str) -> Result<String, PasswordError> {
+impl Hasher {
+    pub fn new(concurrency: NonZeroUsize, queue_timeout: Duration) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency.get() {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2id-{n}"))
+                .spawn(move || {
+                    let mut memory = Memory::default();
+                    // The lock is held only to take the next job, not while it runs.
+                    let next = || queue.lock().map_or(None, |q| q.recv().ok());
+                    while let Some(job) = next() {
+                        job(&mut memory);
+                    }
+                })
+                .expect("spawn a hashing thread");
+        }
+        Self {
+            jobs,
+            queue_timeout,
+        }
+    }
+
+    /// The PHC string of a fresh argon2id hash with a random salt.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        self.run(move |memory| hash_with(memory, password.as_bytes()))
+            .await?
+    }
+
+    /// Whether `password` matches `stored`. With no stored hash (unknown user) it still does
+    /// the work of one verification, so the answer's timing does not tell which usernames
+    /// exist.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        self.run(move |memory| {
+            let phc = stored.as_deref().unwrap_or(&DECOY);
+            let matches = verify_with(memory, password.as_bytes(), phc)?;
+            Ok(stored.is_some() && matches)
+        })
+        .await?
+    }
+
+    /// Runs `work` on a pool thread. A call whose caller has gone by the time a thread takes
+    /// it (its future dropped) is skipped; one that waited past `queue_timeout` is refused.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        self.enqueue(work)
+            .await
+            .map_err(|_| PasswordError::Panicked)?
+    }
+
+    /// Queues `work` now; the answer arrives on the receiver.
+    fn enqueue<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
+    ) -> oneshot::Receiver<Result<T, PasswordError>> {
+        let (answer, answered) = oneshot::channel();
+        let (deadline, timeout) = (Instant::now() + self.queue_timeout, self.queue_timeout);
+        let job: Job = Box::new(move |memory| {
+            if answer.is_closed() {
+                return;
+            }
+            let result = if Instant::now() > deadline {
+                Err(PasswordError::Busy(timeout))
+            } else {
+                std::panic::catch_unwind(AssertUnwindSafe(|| work(memory)))
+                    .map_err(|_| PasswordError::Panicked)
+            };
+            let _ = answer.send(result);
+        });
+        self.jobs
+            .send(job)
+            .expect("the pool's threads live as long as its senders");
+        answered
+    }
+}
+
+/// Argon2's working memory (m KiB blocks), reused by one thread for every hash it runs.
+#[derive(Default)]
+struct Memory(Vec<Block>);
+
+impl Memory {
+    /// The blocks `params` needs; reallocates only when they differ from the last call's.
+    fn for_params(&mut self, params: &Params) -> &mut [Block] {
+        self.0.resize(params.block_count(), Block::default());
+        &mut self.0
+    }
+}
+
+/// argon2id with the crate's default parameters and a random salt, as a PHC string.
+fn hash_with(memory: &mut Memory, password: &[u8]) -> Result<String, PasswordError> {
+    let argon2 = Argon2::default();
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(PasswordError::Hash)
+    let output = compute(&argon2, memory, password, &salt, Params::DEFAULT_OUTPUT_LEN)
+        .map_err(PasswordError::Hash)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::default().into()),
+        params: ParamsString::try_from(argon2.params()).map_err(PasswordError::Hash)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
-/// Whether `password` matches `stored`. With no stored hash (unknown user) it still does the
-/// work of one verification, so the answer's timing does not tell which usernames exist.
-pub async fn verify(password: String, stored: Option<String>) -> Result<bool, PasswordError> {
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let phc = stored.as_deref().unwrap_or(&DECOY);
-        let parsed = PasswordHash::new(phc).map_err(PasswordError::StoredHash)?;
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(known && matches)
+/// Whether `password` hashes to `phc` under `phc`'s own algorithm, version and parameters.
+fn verify_with(memory: &mut Memory, password: &[u8], phc: &str) -> Result<bool, PasswordError> {
+    let parse = || {
+        let stored = PasswordHash::new(phc)?;
+        let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
+            return Err(password_hash::Error::PhcStringField);
+        };
+        let version = stored.version.map(Version::try_from).transpose()?;
+        let argon2 = Argon2::new(
+            Algorithm::try_from(stored.algorithm)?,
+            version.unwrap_or_default(),
+            Params::try_from(&stored)?,
+        );
+        Ok((argon2, SaltString::from_b64(salt.as_str())?, expected))
+    };
+    let (argon2, salt, expected) = parse().map_err(PasswordError::StoredHash)?;
+    let computed = compute(&argon2, memory, password, &salt, expected.len())
+        .map_err(PasswordError::StoredHash)?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == expected)
+}
+
+/// The raw argon2 output of `len` bytes, computed in `memory`.
+fn compute(
+    argon2: &Argon2<'_>,
+    memory: &mut Memory,
+    password: &[u8],
+    salt: &SaltString,
+    len: usize,
+) -> password_hash::Result<Output> {
+    let mut raw_salt = [0; Output::MAX_LENGTH];
+    let raw_salt = salt.as_salt().decode_b64(&mut raw_salt)?;
+    let blocks = memory.for_params(argon2.params());
+    Output::init_with(len, |out| {
+        argon2
+            .hash_password_into_with_memory(password, raw_salt, out, blocks)
+            .map_err(Into::into)
     })
-    .await?
 }
 
 /// A hash of nothing anyone knows, verified against when the user does not exist.
-static DECOY: LazyLock<String> =
-    LazyLock::new(|| hash_now("decoy password for unknown users").unwrap_or_default());
+static DECOY: LazyLock<String> = LazyLock::new(|| {
+    hash_with(&mut Memory::default(), b"decoy password for unknown users").unwrap_or_default()
+});
+
+/// How many hashes to run at once by default: one per core, which is what keeps the
+/// throughput of hashing while the runtime threads still get a turn.
+pub fn default_concurrency() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn slots(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
+    fn hasher() -> Hasher {
+        Hasher::new(slots(2), Duration::from_secs(60))
+    }
+
     #[tokio::test]
     async fn hashes_are_salted_argon2id_and_verify() {
-        let a = hash("correct horse".into()).await.unwrap();
-        let b = hash("correct horse".into()).await.unwrap();
+        let hasher = hasher();
+        let a = hasher.hash("correct horse".into()).await.unwrap();
+        let b = hasher.hash("correct horse".into()).await.unwrap();
         assert!(a.starts_with("$argon2id$"), "{a}");
         assert_ne!(a, b, "each hash has its own salt");
         assert!(!a.contains("correct horse"));
         assert!(
-            verify("correct horse".into(), Some(a.clone()))
+            hasher
+                .verify("correct horse".into(), Some(a.clone()))
                 .await
                 .unwrap()
         );
-        assert!(!verify("wrong horse".into(), Some(a)).await.unwrap());
+        assert!(!hasher.verify("wrong horse".into(), Some(a)).await.unwrap());
+    }
+
+    /// Hashes stored before this module owned its memory were made by the argon2 crate's
+    /// `PasswordHasher`; they keep verifying, and ours verify there.
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let mut memory = Memory::default();
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_with(&mut memory, b"correct horse", &theirs).unwrap());
+        assert!(!verify_with(&mut memory, b"wrong horse", &theirs).unwrap());
+        let ours = hash_with(&mut memory, b"correct horse").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", &parsed)
+                .is_ok()
+        );
+        assert_eq!(parsed.params.to_string(), "m=19456,t=2,p=1");
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         assert!(
-            !verify("decoy password for unknown users".into(), None)
+            !hasher()
+                .verify("decoy password for unknown users".into(), None)
                 .await
                 .unwrap()
         );
@@ -80,6 +276,63 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
-        assert!(verify("x".into(), Some("not a hash".into())).await.is_err());
+        let verified = hasher().verify("x".into(), Some("not a hash".into())).await;
+        assert!(matches!(verified, Err(PasswordError::StoredHash(_))));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_too_long_is_refused_and_a_gone_one_skipped() {
+        let hasher = Hasher::new(slots(1), Duration::from_millis(1));
+        // The only thread, kept busy until `release` is dropped.
+        let (release, held) = mpsc::channel::<()>();
+        let busy = hasher.enqueue(move |_| held.recv().is_err());
+        let late = hasher.enqueue(|_| "hashed");
+        let gone_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone = hasher.enqueue({
+            let ran = gone_ran.clone();
+            move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        drop(gone);
+        // Past the 1 ms queue timeout of `late`, which was queued before this.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        let late = late.await.unwrap();
+        assert!(matches!(late, Err(PasswordError::Busy(_))), "{late:?}");
+        // The one thread takes jobs in order: once a later job is answered (done or refused,
+        // whichever), `gone` was taken and passed over.
+        let _answered = hasher.enqueue(|_| ()).await.expect("an answer");
+        assert!(
+            !gone_ran.load(std::sync::atomic::Ordering::SeqCst),
+            "a call whose caller left is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn at_most_concurrency_hashes_run_at_once() {
+        let hasher = Hasher::new(slots(2), Duration::from_secs(60));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    hasher
+                        .run(move |memory| {
+                            use std::sync::atomic::Ordering::SeqCst;
+                            let now = running.fetch_add(1, SeqCst) + 1;
+                            most.fetch_max(now, SeqCst);
+                            hash_with(memory, b"x").unwrap();
+                            running.fetch_sub(1, SeqCst);
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} hashes ran at once");
     }
 }

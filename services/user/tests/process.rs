@@ -1,6 +1,11 @@
 //! The `user-service` binary as an operator runs it: signals, exit codes, startup errors.
 
-use std::{process::Command, time::Duration};
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use test_support::{ChildProcess, Etcd, Pki};
 
@@ -235,4 +240,127 @@ async fn a_database_that_cannot_be_opened_is_a_clear_error() {
         "user-service: cannot create the data directory /proc/no/such/dir",
     )
     .await;
+}
+
+/// The peak resident memory of process `pid` (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// A flood of logins (argon2id, 19 MiB a hash) must not take the process's memory or starve
+/// its other methods: hashes run a bounded number at a time, the rest queue or are shed, and
+/// what is left in the queue does not hold up a SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_logins_keeps_memory_bounded_and_other_methods_answering() {
+    use rpc::{
+        music::{
+            base::ErrCode,
+            service::user::{CreateUserRequest, GetUserRequest, LoginRequest, user_service},
+        },
+        volo_etcd::{ClientOptions, EtcdOptions},
+    };
+
+    /// Logins in flight at once: unbounded, 64 hashes would take 1.2 GiB.
+    const FLOOD: usize = 64;
+    const FLOOD_FOR: Duration = Duration::from_secs(5);
+    /// What the process may grow by: two hashing slots of 19 MiB, with room to spare.
+    const GROWTH_LIMIT: u64 = 256 << 20;
+
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut svc = user_service(
+        &[
+            "--listen",
+            &listen,
+            "--etcd-endpoints",
+            &etcd.endpoint(),
+            "--hash-concurrency",
+            "2",
+        ],
+        dir.path(),
+    );
+    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
+    assert!(
+        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
+        "never registered:\n{}",
+        svc.output()
+    );
+    let client = user_service::client(&ClientOptions {
+        etcd: EtcdOptions::with_endpoints([etcd.endpoint()]),
+        ..ClientOptions::default()
+    });
+    let created = client
+        .create_user(CreateUserRequest {
+            username: "flooded".into(),
+            password: "secret1".into(),
+        })
+        .await
+        .expect("CreateUser answers");
+    let user_id = created.user_id.expect("a user id");
+    let pid = svc.id().expect("running");
+    let before = peak_memory(pid);
+
+    // Each login's outcome: its status code, or "error" (a timeout).
+    let outcomes = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let until = tokio::time::Instant::now() + FLOOD_FOR;
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            let (client, outcomes) = (client.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < until {
+                    let login = client.login(LoginRequest {
+                        username: "flooded".into(),
+                        password: "wrong password".into(),
+                    });
+                    let outcome = login
+                        .await
+                        .map_or("error".to_owned(), |r| r.base_resp.status_code.to_string());
+                    *outcomes.lock().unwrap().entry(outcome).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+
+    // Meanwhile GetUser keeps answering, each call within the client's 3 s deadline.
+    let mut answered = 0;
+    while tokio::time::Instant::now() < until {
+        let got = client.get_user(GetUserRequest { user_id }).await;
+        let got = got.unwrap_or_else(|e| panic!("GetUser during the flood: {e}"));
+        assert_eq!(got.base_resp.status_code, 0, "{:?}", got.base_resp);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered > 0);
+
+    // Stop the flood mid-call, as callers that gave up: their logins may still be queued.
+    for caller in flood {
+        caller.abort();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let refused_or_shed =
+        [ErrCode::AUTHORIZATION_FAILED, ErrCode::SERVICE_ERR].map(|c| i32::from(c).to_string());
+    assert!(
+        outcomes.keys().all(|k| refused_or_shed.contains(k)),
+        "a wrong password is refused (10004) or shed as busy (10001), in time: {outcomes:?}"
+    );
+    let growth = peak_memory(pid).saturating_sub(before);
+    eprintln!(
+        "flood outcomes {outcomes:?}; {answered} GetUser answered; peak memory grew by {} MiB",
+        growth >> 20
+    );
+    assert!(
+        growth < GROWTH_LIMIT,
+        "peak memory grew by {} MiB during the flood (limit {} MiB)",
+        growth >> 20,
+        GROWTH_LIMIT >> 20
+    );
+
+    stops_on_sigterm_deregistered(&mut svc, &etcd, &key).await;
 }
