@@ -166,16 +166,16 @@ impl Api {
                 continue;
             }
             let src = idl.source(service.file);
-            if let Some(name) = service.annotations.get("registry.name") {
-                if name.is_empty() || name.contains('/') {
-                    let at = src
-                        .annotation_value(service.offset, "registry.name")
-                        .unwrap_or(service.offset);
-                    diags.push(src.at(
-                        at,
-                        format!("registry.name `{name}` must be non-empty and contain no `/`"),
-                    ));
-                }
+            if let Some(name) = service.annotations.get("registry.name")
+                && (name.is_empty() || name.contains('/'))
+            {
+                let at = src
+                    .annotation_value(service.offset, "registry.name")
+                    .unwrap_or(service.offset);
+                diags.push(src.at(
+                    at,
+                    format!("registry.name `{name}` must be non-empty and contain no `/`"),
+                ));
             }
             for (mi, method) in service.methods.iter().enumerate() {
                 routes.extend(method_routes(&idl, si, mi, method, &mut diags));

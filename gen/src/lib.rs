@@ -9,7 +9,7 @@
 //! - [`codegen`]: the pilota plugin that writes validation, envelopes, endpoints and the
 //!   etcd registry glue beside pilota's stubs.
 //! - [`openapi`]: the OpenAPI 3.1 document of the routes.
-//! - [`generate`]: one run of all of it; [`build`] is what a build script calls.
+//! - [`generate()`]: one run of all of it; [`build`] is what a build script calls.
 //! - [`scaffold`]: `idlgen new-service`.
 //!
 //! ```no_run

@@ -247,10 +247,10 @@ fn classify_connect_error(options: &EtcdOptions, e: etcd_client::Error) -> Error
 /// failure, a refusal, or etcd not reachable.
 pub(crate) fn startup_error(options: &EtcdOptions, source: CallError) -> Error {
     let endpoints = options.endpoints_display();
-    if let CallError::Etcd(e) = &source {
-        if let Some(reason) = tls_failure_with(options, e) {
-            return Error::Tls { endpoints, reason };
-        }
+    if let CallError::Etcd(e) = &source
+        && let Some(reason) = tls_failure_with(options, e)
+    {
+        return Error::Tls { endpoints, reason };
     }
     if source.is_refusal() {
         Error::Refused { endpoints, source }

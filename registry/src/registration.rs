@@ -456,10 +456,10 @@ impl Keeper {
                 Ok(_) => {
                     // Clean-up only: the key is gone already, and a lease that expired
                     // meanwhile answers "lease not found".
-                    if let Some(lease) = self.lease {
-                        if let Err(e) = self.conn.call(client.lease_revoke(lease)).await {
-                            tracing::debug!(key = %self.key, error = %e, "lease revoke failed");
-                        }
+                    if let Some(lease) = self.lease
+                        && let Err(e) = self.conn.call(client.lease_revoke(lease)).await
+                    {
+                        tracing::debug!(key = %self.key, error = %e, "lease revoke failed");
                     }
                     tracing::info!(key = %self.key, "deregistered from etcd");
                     return;

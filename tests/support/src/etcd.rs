@@ -364,11 +364,11 @@ impl Etcd {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + START_DEADLINE;
         loop {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("etcd exited with {status}: {}", tail(&self.log())));
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!("etcd exited with {status}: {}", tail(&self.log())));
             }
             if probe_health(metrics).await {
                 return Ok(());
