@@ -134,7 +134,6 @@ name = "{package}"
 description = "{service}, served over Thrift and registered in etcd."
 version.workspace = true
 edition.workspace = true
-rust-version.workspace = true
 license.workspace = true
 publish.workspace = true
 

@@ -102,18 +102,19 @@ impl Hasher {
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        self.enqueue(work)
+        self.enqueue(work, self.queue_timeout)
             .await
             .map_err(|_| PasswordError::Panicked)?
     }
 
-    /// Queues `work` now; the answer arrives on the receiver.
+    /// Queues `work` now, to be started within `timeout`; the answer arrives on the receiver.
     fn enqueue<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
+        timeout: Duration,
     ) -> oneshot::Receiver<Result<T, PasswordError>> {
         let (answer, answered) = oneshot::channel();
-        let (deadline, timeout) = (Instant::now() + self.queue_timeout, self.queue_timeout);
+        let deadline = Instant::now() + timeout;
         let job: Job = Box::new(move |memory| {
             if answer.is_closed() {
                 return;
@@ -214,6 +215,8 @@ pub fn default_concurrency() -> NonZeroUsize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
     use super::*;
 
     fn slots(n: usize) -> NonZeroUsize {
@@ -282,28 +285,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_waited_too_long_is_refused_and_a_gone_one_skipped() {
-        let hasher = Hasher::new(slots(1), Duration::from_millis(1));
-        // The only thread, kept busy until `release` is dropped.
+        let hasher = Hasher::new(slots(1), Duration::from_secs(60));
+        let (long, short) = (Duration::from_secs(60), Duration::from_millis(1));
+        // The only thread, kept busy from `started` until `release` is dropped.
         let (release, held) = mpsc::channel::<()>();
-        let busy = hasher.enqueue(move |_| held.recv().is_err());
-        let late = hasher.enqueue(|_| "hashed");
+        let (start, started) = oneshot::channel();
+        let busy = hasher.enqueue(
+            move |_| {
+                let _ = start.send(());
+                held.recv().is_err()
+            },
+            long,
+        );
+        started.await.expect("the busy job starts");
+        let late = hasher.enqueue(|_| "hashed", short);
         let gone_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let gone = hasher.enqueue({
-            let ran = gone_ran.clone();
-            move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)
-        });
+        let ran = gone_ran.clone();
+        let gone = hasher.enqueue(move |_| ran.store(true, SeqCst), long);
         drop(gone);
-        // Past the 1 ms queue timeout of `late`, which was queued before this.
+        // Past the 1 ms that `late` may wait, while the thread is busy.
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(release);
         assert!(busy.await.unwrap().unwrap());
         let late = late.await.unwrap();
         assert!(matches!(late, Err(PasswordError::Busy(_))), "{late:?}");
-        // The one thread takes jobs in order: once a later job is answered (done or refused,
-        // whichever), `gone` was taken and passed over.
-        let _answered = hasher.enqueue(|_| ()).await.expect("an answer");
+        // The one thread runs jobs in order: once a later one is answered, `gone` is behind it.
+        hasher
+            .enqueue(|_| (), long)
+            .await
+            .expect("an answer")
+            .unwrap();
         assert!(
-            !gone_ran.load(std::sync::atomic::Ordering::SeqCst),
+            !gone_ran.load(SeqCst),
             "a call whose caller left is skipped"
         );
     }
@@ -319,7 +332,6 @@ mod tests {
                 tokio::spawn(async move {
                     hasher
                         .run(move |memory| {
-                            use std::sync::atomic::Ordering::SeqCst;
                             let now = running.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);
                             hash_with(memory, b"x").unwrap();
@@ -332,7 +344,7 @@ mod tests {
         for call in calls {
             call.await.unwrap().unwrap();
         }
-        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        let most = most.load(SeqCst);
         assert!((1..=2).contains(&most), "{most} hashes ran at once");
     }
 }
