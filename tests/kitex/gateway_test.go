@@ -1,0 +1,85 @@
+package kitexpeer_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// envelope is the gateway's answer, {code, message, data}, as the seed's SendResponse writes it.
+type envelope struct {
+	Code    int64          `json:"code"`
+	Message string         `json:"message"`
+	Data    map[string]any `json:"data"`
+}
+
+// call sends one request to the gateway; its HTTP status and envelope.
+func call(t *testing.T, method, url, body, token string) (int, envelope) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		t.Fatalf("%s %s: not a JSON envelope: %s", method, url, raw)
+	}
+	return resp.StatusCode, env
+}
+
+// Our gateway in front of the Go Kitex service, which registry-etcd itself registered: the
+// IDL's routes work end to end, errors included.
+func TestRustGatewayInFrontOfTheKitexService(t *testing.T) {
+	e := startEtcd(t)
+	goUserService(t, e)
+	gw := rustGateway(t, e)
+
+	creds := `{"username":"hertz-fan","password":"secret1"}`
+	status, created := call(t, "POST", gw+"/api/user/register", creds, "")
+	if status != http.StatusOK || created.Code != 0 {
+		t.Fatalf("register: %d %+v", status, created)
+	}
+	if _, again := call(t, "POST", gw+"/api/user/register", creds, ""); again.Code != 10003 {
+		t.Errorf("register a taken name: %+v", again)
+	}
+	if _, wrong := call(t, "POST", gw+"/api/user/login", `{"username":"hertz-fan","password":"wrong-one"}`, ""); wrong.Code != 10004 {
+		t.Errorf("login with a wrong password: %+v", wrong)
+	}
+	_, login := call(t, "POST", gw+"/api/user/login", creds, "")
+	token, _ := login.Data["token"].(string)
+	id, _ := login.Data["user_id"].(float64)
+	if login.Code != 0 || token == "" || id == 0 {
+		t.Fatalf("login: %+v", login)
+	}
+
+	path := gw + "/api/user/" + jsonNumber(id)
+	_, got := call(t, "GET", path, "", token)
+	if user, _ := got.Data["user"].(map[string]any); got.Code != 0 || user["username"] != "hertz-fan" {
+		t.Errorf("fetch the user: %+v", got)
+	}
+	if status, _ := call(t, "GET", path, "", ""); status != http.StatusUnauthorized {
+		t.Errorf("fetch without a token: HTTP %d", status)
+	}
+	if _, missing := call(t, "GET", gw+"/api/user/999999", "", token); missing.Code != 10002 {
+		t.Errorf("fetch a missing user: %+v", missing)
+	}
+}
+
+func jsonNumber(f float64) string {
+	b, _ := json.Marshal(int64(f))
+	return string(b)
+}
