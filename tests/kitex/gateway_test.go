@@ -46,8 +46,20 @@ func call(t *testing.T, method, url, body, token string) (int, envelope) {
 func TestRustGatewayInFrontOfTheKitexService(t *testing.T) {
 	e := startEtcd(t)
 	goUserService(t, e)
-	gw := rustGateway(t, e)
+	userRoutesWork(t, rustGateway(t, e))
+}
 
+// The seed's Hertz gateway in front of our Rust service: the same routes, the same answers.
+func TestHertzGatewayInFrontOfTheRustService(t *testing.T) {
+	e := startEtcd(t)
+	rustUserService(t, e)
+	userRoutesWork(t, hertzGateway(t, e))
+}
+
+// userRoutesWork registers, logs in and fetches a user through the gateway at gw, with the
+// errors of each route; both gateways answer alike.
+func userRoutesWork(t *testing.T, gw string) {
+	t.Helper()
 	creds := `{"username":"hertz-fan","password":"secret1"}`
 	status, created := call(t, "POST", gw+"/api/user/register", creds, "")
 	if status != http.StatusOK || created.Code != 0 {
@@ -76,6 +88,9 @@ func TestRustGatewayInFrontOfTheKitexService(t *testing.T) {
 	}
 	if _, missing := call(t, "GET", gw+"/api/user/999999", "", token); missing.Code != 10002 {
 		t.Errorf("fetch a missing user: %+v", missing)
+	}
+	if status, _ := call(t, "POST", gw+"/api/user/register", `{"username":"x","password":"123"}`, ""); status != http.StatusBadRequest {
+		t.Errorf("register with a 3-byte password: HTTP %d", status)
 	}
 }
 

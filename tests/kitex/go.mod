@@ -4,7 +4,9 @@ go 1.26.0
 
 require (
 	github.com/cloudwego/gopkg v0.2.0
+	github.com/cloudwego/hertz v0.10.4
 	github.com/cloudwego/kitex v0.16.3
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/kitex-contrib/registry-etcd v0.2.6
 	go.etcd.io/etcd/client/v3 v3.5.12
 	golang.org/x/crypto v0.59.0
@@ -29,6 +31,7 @@ require (
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/dlclark/regexp2 v1.11.0 // indirect
 	github.com/fatih/structtag v1.2.0 // indirect
+	github.com/fsnotify/fsnotify v1.5.4 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/google/pprof v0.0.0-20240727154555-813a5fbdbec8 // indirect

@@ -143,10 +143,7 @@ func rustUserService(t *testing.T, e *etcd) string {
 // registry-etcd itself; returns its address once its key is in etcd.
 func goUserService(t *testing.T, e *etcd) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "userservice")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/userservice").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/userservice: %v\n%s", err, out)
-	}
+	bin := goBuild(t, "./cmd/userservice")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	log := start(t, bin, "-listen", addr, "-etcd", e.endpoint)
 	key := registryKey("service.music.user", addr)
@@ -154,6 +151,42 @@ func goUserService(t *testing.T, e *etcd) string {
 		t.Fatalf("the Go user service did not register %s within %v:\n%s", key, soon, output(log))
 	}
 	return addr
+}
+
+// goBuild builds the command pkg (from the Go build cache when nothing changed); its path.
+func goBuild(t *testing.T, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// waitHealthy waits until url/healthz answers 200, showing log if it never does.
+func waitHealthy(t *testing.T, url string, log *os.File) {
+	t.Helper()
+	if !waitFor(soon, func() bool {
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("%s did not answer within %v:\n%s", url, soon, output(log))
+	}
+}
+
+// hertzGateway starts the seed's Hertz gateway (cmd/gateway) on e; its base URL once it answers.
+func hertzGateway(t *testing.T, e *etcd) string {
+	t.Helper()
+	bin := goBuild(t, "./cmd/gateway")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	log := start(t, bin, "-listen", addr, "-etcd", e.endpoint, "-jwt-secret", strings.Repeat("s", 32))
+	url := "http://" + addr
+	waitHealthy(t, url, log)
+	return url
 }
 
 // rustGateway starts the Rust gateway (in development mode: a random token secret) on e;
@@ -170,14 +203,6 @@ func rustGateway(t *testing.T, e *etcd) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	log := start(t, bin, "--listen", addr, "--etcd-endpoints", e.endpoint, "--dev")
 	url := "http://" + addr
-	if !waitFor(soon, func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == http.StatusOK
-	}) {
-		t.Fatalf("the Rust gateway did not answer within %v:\n%s", soon, output(log))
-	}
+	waitHealthy(t, url, log)
 	return url
 }
