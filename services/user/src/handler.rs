@@ -47,7 +47,7 @@ enum Failure {
     Store(#[from] StoreError),
     #[error("{0}")]
     Password(PasswordError),
-    /// Too many hashes queued: shed this one rather than grow the queue.
+    /// Waited too long for a hashing thread: shed rather than grow the queue.
     #[error("the service is busy; try again later")]
     Busy,
 }
@@ -71,7 +71,7 @@ impl Failure {
             // Expected under a flood of logins, and one line per shed call would be a flood
             // of its own; debug only.
             Failure::Busy => {
-                tracing::debug!(method, "shed: no hashing slot free in time");
+                tracing::debug!(method, "shed: no hashing thread free in time");
                 ErrCode::SERVICE_ERR
             }
             Failure::Store(_) | Failure::Password(_) => {

@@ -219,12 +219,12 @@ mod tests {
 
     use super::*;
 
-    fn slots(n: usize) -> NonZeroUsize {
+    fn threads(n: usize) -> NonZeroUsize {
         NonZeroUsize::new(n).unwrap()
     }
 
     fn hasher() -> Hasher {
-        Hasher::new(slots(2), Duration::from_secs(60))
+        Hasher::new(threads(2), Duration::from_secs(60))
     }
 
     #[tokio::test]
@@ -285,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_waited_too_long_is_refused_and_a_gone_one_skipped() {
-        let hasher = Hasher::new(slots(1), Duration::from_secs(60));
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
         let (long, short) = (Duration::from_secs(60), Duration::from_millis(1));
         // The only thread, kept busy from `started` until `release` is dropped.
         let (release, held) = mpsc::channel::<()>();
@@ -323,7 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_most_concurrency_hashes_run_at_once() {
-        let hasher = Hasher::new(slots(2), Duration::from_secs(60));
+        let hasher = Hasher::new(threads(2), Duration::from_secs(60));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let calls: Vec<_> = (0..8)

@@ -269,7 +269,7 @@ async fn a_flood_of_logins_keeps_memory_bounded_and_other_methods_answering() {
     /// Logins in flight at once: unbounded, 64 hashes would take 1.2 GiB.
     const FLOOD: usize = 64;
     const FLOOD_FOR: Duration = Duration::from_secs(5);
-    /// What the process may grow by: two hashing slots of 19 MiB, with room to spare.
+    /// What the process may grow by: two hashing threads of 19 MiB each, with room to spare.
     const GROWTH_LIMIT: u64 = 256 << 20;
 
     let etcd = Etcd::start().await;
