@@ -40,7 +40,7 @@ pub struct Config {
     pub hash_concurrency: NonZeroUsize,
     /// How long a registration or login waits for a hashing thread before it is refused with
     /// ServiceErr "busy" (keep it below the callers' RPC timeout).
-    #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
 }
 

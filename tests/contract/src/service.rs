@@ -30,6 +30,11 @@ impl Service {
             &endpoints.join(","),
             "--database-url",
             database_url,
+            // The suite runs dozens of stacks on two cores at once, each with its own hashing
+            // threads; it checks answers, not load shedding (services/user/tests does that),
+            // so a burst of registrations here waits its turn instead of being shed.
+            "--hash-queue-timeout",
+            "60s",
         ]);
         let store = user_service::Store::open(&config.database_url)
             .await
