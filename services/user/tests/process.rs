@@ -59,6 +59,27 @@ fn tls_flags(etcd: &Etcd, pki: &Pki) -> Vec<String> {
     ]
 }
 
+/// The binary on a free port, registered in `etcd`, with `extra` flags; returns once its key
+/// (also returned) is listed.
+async fn registered_user_service(
+    etcd: &Etcd,
+    extra: &[&str],
+    data: &std::path::Path,
+) -> (ChildProcess, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let endpoint = etcd.endpoint();
+    let mut args = vec!["--listen", &listen, "--etcd-endpoints", &endpoint];
+    args.extend_from_slice(extra);
+    let svc = user_service(&args, data);
+    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
+    assert!(
+        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
+        "never registered:\n{}",
+        svc.output()
+    );
+    (svc, key)
+}
+
 /// SIGTERM: exit 0, and `key` gone from etcd by the time the process has exited.
 async fn stops_on_sigterm_deregistered(svc: &mut ChildProcess, etcd: &Etcd, key: &str) {
     svc.terminate();
@@ -87,18 +108,7 @@ fn free_port() -> u16 {
 async fn sigterm_deregisters_and_exits_zero() {
     let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut svc = user_service(
-        &["--listen", &listen, "--etcd-endpoints", &etcd.endpoint()],
-        dir.path(),
-    );
-
-    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
-    assert!(
-        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
-        "never registered:\n{}",
-        svc.output()
-    );
+    let (mut svc, key) = registered_user_service(&etcd, &[], dir.path()).await;
     assert!(
         dir.path().join("data/user.db").exists(),
         "the default database is created under ./data"
@@ -274,24 +284,8 @@ async fn a_flood_of_logins_keeps_memory_bounded_and_other_methods_answering() {
 
     let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut svc = user_service(
-        &[
-            "--listen",
-            &listen,
-            "--etcd-endpoints",
-            &etcd.endpoint(),
-            "--hash-concurrency",
-            "2",
-        ],
-        dir.path(),
-    );
-    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
-    assert!(
-        etcd.wait_for_key(&key, true, Duration::from_secs(20)).await,
-        "never registered:\n{}",
-        svc.output()
-    );
+    let (mut svc, key) =
+        registered_user_service(&etcd, &["--hash-concurrency", "2"], dir.path()).await;
     let client = user_service::client(&ClientOptions {
         etcd: EtcdOptions::with_endpoints([etcd.endpoint()]),
         ..ClientOptions::default()
