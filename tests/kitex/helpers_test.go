@@ -130,13 +130,20 @@ func rustUserService(t *testing.T, e *etcd) string {
 		t.Fatalf("the Rust user service is not built at %s: run `cargo build -p user-service` (or set USER_SERVICE_BIN)", bin)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "--listen", addr, "--etcd-endpoints", e.endpoint,
+	startRegistered(t, e, addr, bin, "--listen", addr, "--etcd-endpoints", e.endpoint,
 		"--database-url", "sqlite://"+filepath.Join(t.TempDir(), "user.db"))
+	return addr
+}
+
+// startRegistered starts bin with args and waits until the user service it runs has put
+// registry-etcd's key for addr.
+func startRegistered(t *testing.T, e *etcd, addr, bin string, args ...string) {
+	t.Helper()
+	log := start(t, bin, args...)
 	key := registryKey("service.music.user", addr)
 	if !waitFor(soon, func() bool { return e.hasKey(key) }) {
-		t.Fatalf("the Rust user service did not register %s within %v:\n%s", key, soon, output(log))
+		t.Fatalf("%s did not register %s within %v:\n%s", filepath.Base(bin), key, soon, output(log))
 	}
-	return addr
 }
 
 // goUserService builds and starts the Go peer (cmd/userservice), registered in e by
@@ -145,11 +152,7 @@ func goUserService(t *testing.T, e *etcd) string {
 	t.Helper()
 	bin := goBuild(t, "./cmd/userservice")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "-listen", addr, "-etcd", e.endpoint)
-	key := registryKey("service.music.user", addr)
-	if !waitFor(soon, func() bool { return e.hasKey(key) }) {
-		t.Fatalf("the Go user service did not register %s within %v:\n%s", key, soon, output(log))
-	}
+	startRegistered(t, e, addr, bin, "-listen", addr, "-etcd", e.endpoint)
 	return addr
 }
 
