@@ -152,7 +152,7 @@ func goUserService(t *testing.T, e *etcd) string {
 	t.Helper()
 	bin := goBuild(t, "./cmd/userservice")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	startRegistered(t, e, addr, bin, "-listen", addr, "-etcd", e.endpoint)
+	startRegistered(t, e, addr, bin, "-listen", addr, "-etcd-endpoints", e.endpoint)
 	return addr
 }
 
@@ -186,7 +186,7 @@ func hertzGateway(t *testing.T, e *etcd) string {
 	t.Helper()
 	bin := goBuild(t, "./cmd/gateway")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "-listen", addr, "-etcd", e.endpoint, "-jwt-secret", strings.Repeat("s", 32))
+	log := start(t, bin, "-listen", addr, "-etcd-endpoints", e.endpoint, "-jwt-secret", strings.Repeat("s", 32))
 	url := "http://" + addr
 	waitHealthy(t, url, log)
 	return url

@@ -43,14 +43,14 @@ type gateway struct {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8889", "address to serve HTTP on")
-	endpoints := flag.String("etcd", "127.0.0.1:2379", "etcd endpoint")
+	endpoints := flag.String("etcd-endpoints", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	secret := flag.String("jwt-secret", "", "HS256 secret for tokens, 32 bytes or more")
 	flag.Parse()
 	if len(*secret) < 32 {
 		log.Fatal("-jwt-secret must be 32 bytes or more")
 	}
 
-	r, err := etcd.NewEtcdResolver([]string{*endpoints})
+	r, err := etcd.NewEtcdResolver(strings.Split(*endpoints, ","))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"log"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
@@ -23,11 +24,11 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8888", "address to serve on")
-	endpoints := flag.String("etcd", "127.0.0.1:2379", "etcd endpoint")
+	endpoints := flag.String("etcd-endpoints", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	name := flag.String("service-name", "service.music.user", "name to register under")
 	flag.Parse()
 
-	r, err := etcd.NewEtcdRegistry([]string{*endpoints})
+	r, err := etcd.NewEtcdRegistry(strings.Split(*endpoints, ","))
 	if err != nil {
 		log.Fatal(err)
 	}
