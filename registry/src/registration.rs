@@ -115,6 +115,7 @@ pub async fn register(
         key,
         address,
         dial_timeout: etcd.dial_timeout,
+        linger: options.linger,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -129,6 +130,8 @@ pub struct Registration {
     address: SocketAddr,
     /// Bounds each etcd call of `deregister`.
     dial_timeout: Duration,
+    /// How long `deregister` keeps the server going after removing the key.
+    linger: Duration,
     /// Sending asks the keeper to deregister; dropping it stops the keeper silently.
     stop: Option<oneshot::Sender<()>>,
     /// The keeper, awaited by `deregister`.
@@ -147,10 +150,12 @@ impl Registration {
     }
 
     /// Deletes the key and revokes the lease (so clients stop choosing this instance before
-    /// connections drain), and stops the keepalive task. Never fails: problems are logged
-    /// (the lease expires by itself in the worst case). Takes at most about three dial
-    /// timeouts. The future is `Send + 'static`, so it fits volo's
-    /// `register_shutdown_hook(move || Box::pin(registration.deregister()))`.
+    /// connections drain), stops the keepalive task, then waits [`RegisterOptions::linger`].
+    /// Never fails: problems are logged (the lease expires by itself in the worst case).
+    /// Takes at most about three dial timeouts, plus the linger. The future is
+    /// `Send + 'static`, so it fits volo's
+    /// `register_shutdown_hook(move || Box::pin(registration.deregister()))`: volo-thrift
+    /// runs its shutdown hooks on SIGINT/SIGTERM while it still serves.
     pub async fn deregister(mut self) {
         let (Some(stop), Some(task)) = (self.stop.take(), self.task.take()) else {
             return;
@@ -166,6 +171,10 @@ impl Registration {
                 key = %self.key,
                 "deregistration did not finish within {bound:?}; lease will expire"
             ),
+        }
+        if !self.linger.is_zero() {
+            tracing::info!(key = %self.key, linger = ?self.linger, "deregistered; serving on while polling clients catch up");
+            tokio::time::sleep(self.linger).await;
         }
     }
 }

@@ -3,7 +3,6 @@
 //! were talking to.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -27,7 +26,7 @@ fn serve_options(cluster: &EtcdCluster) -> ServeOptions {
         register: RegisterOptions {
             ttl: TTL,
             weight: 10,
-            tags: BTreeMap::new(),
+            ..RegisterOptions::default()
         },
     }
 }

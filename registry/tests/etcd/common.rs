@@ -1,7 +1,6 @@
 //! Shared helpers: options pointing at a test etcd, a raw etcd client, key lookups.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -83,7 +82,7 @@ pub fn serve_options(etcd: &Etcd, service: &str) -> ServeOptions {
         register: RegisterOptions {
             ttl: Duration::from_secs(2),
             weight: 10,
-            tags: BTreeMap::new(),
+            ..RegisterOptions::default()
         },
     }
 }

@@ -52,6 +52,30 @@ async fn deregister_removes_the_key_at_once() {
 }
 
 #[tokio::test]
+async fn deregister_lingers_after_removing_the_key() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let mut options = serve_options(&etcd, "echo");
+    // Far longer than the test waits: the point is that the key goes first.
+    options.register.linger = Duration::from_secs(60);
+    let reg = register_local(&options).await;
+    let key = reg.key().to_owned();
+    let leaving = tokio::spawn(reg.deregister());
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            value_at(&etcd, &key).await.is_none()
+        })
+        .await,
+        "the key was not removed"
+    );
+    assert!(
+        !leaving.is_finished(),
+        "deregister returned before its linger was over"
+    );
+    leaving.abort();
+}
+
+#[tokio::test]
 async fn dropped_registration_expires_within_ttl() {
     init_tracing();
     let etcd = Etcd::start().await;

@@ -25,6 +25,11 @@ pub struct Config {
     /// Lease TTL of the registration: how long a crashed instance stays listed.
     #[arg(long, env = "LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// On SIGINT/SIGTERM, how long to keep serving after deregistering, so that callers which
+    /// poll etcd stop choosing this instance first: 6s in a fleet with Kitex callers (their
+    /// resolver refreshes every 5 s). Callers built on volo-etcd watch and need none.
+    #[arg(long, env = "DEREGISTER_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub deregister_linger: Duration,
     /// Where users are stored: sqlite://PATH (relative to the working directory) or
     /// postgres://USER:PASSWORD@HOST/DB to share one database between replicas.
     #[arg(
@@ -56,6 +61,7 @@ impl Config {
             etcd: self.etcd.options(),
             register: RegisterOptions {
                 ttl: self.lease_ttl,
+                linger: self.deregister_linger,
                 ..RegisterOptions::default()
             },
         }
