@@ -13,6 +13,9 @@ use rpc::{
     volo_thrift::ServerError,
 };
 
+use metainfo::Forward as _;
+use tracing::Instrument as _;
+
 use crate::{
     password::{Hasher, PasswordError},
     store::{Store, StoreError},
@@ -147,41 +150,88 @@ impl Handler {
 
 impl UserService for Handler {
     async fn create_user(&self, req: CreateUserRequest) -> Result<CreateUserResponse, ServerError> {
-        Ok(match self.create(req).await {
-            Ok(id) => CreateUserResponse {
-                user_id: Some(id),
-                base_resp: success(),
-            },
-            Err(f) => CreateUserResponse {
-                user_id: None,
-                base_resp: f.status("CreateUser"),
-            },
-        })
+        let answer = async {
+            match self.create(req).await {
+                Ok(id) => CreateUserResponse {
+                    user_id: Some(id),
+                    base_resp: success(),
+                },
+                Err(f) => CreateUserResponse {
+                    user_id: None,
+                    base_resp: f.status("CreateUser"),
+                },
+            }
+        };
+        Ok(traced("CreateUser", answer).await)
     }
 
     async fn login(&self, req: LoginRequest) -> Result<LoginResponse, ServerError> {
-        Ok(match Handler::login(self, req).await {
-            Ok(id) => LoginResponse {
-                user_id: Some(id),
-                base_resp: success(),
-            },
-            Err(f) => LoginResponse {
-                user_id: None,
-                base_resp: f.status("Login"),
-            },
-        })
+        let answer = async {
+            match Handler::login(self, req).await {
+                Ok(id) => LoginResponse {
+                    user_id: Some(id),
+                    base_resp: success(),
+                },
+                Err(f) => LoginResponse {
+                    user_id: None,
+                    base_resp: f.status("Login"),
+                },
+            }
+        };
+        Ok(traced("Login", answer).await)
     }
 
     async fn get_user(&self, req: GetUserRequest) -> Result<GetUserResponse, ServerError> {
-        Ok(match self.get(req).await {
-            Ok(user) => GetUserResponse {
-                user: Some(user),
-                base_resp: success(),
-            },
-            Err(f) => GetUserResponse {
-                user: None,
-                base_resp: f.status("GetUser"),
-            },
-        })
+        let answer = async {
+            match self.get(req).await {
+                Ok(user) => GetUserResponse {
+                    user: Some(user),
+                    base_resp: success(),
+                },
+                Err(f) => GetUserResponse {
+                    user: None,
+                    base_resp: f.status("GetUser"),
+                },
+            }
+        };
+        Ok(traced("GetUser", answer).await)
     }
 }
+
+/// The metainfo key of the caller's request id: a transient value, as a Kitex client sends it
+/// with `metainfo.WithValue(ctx, "REQUEST_ID", id)` over TTHeader.
+pub const REQUEST_ID: &str = "REQUEST_ID";
+
+/// Runs one call in a span that names the method and, when the caller sent one, its request
+/// id, so every log line of the call can be matched with the caller's; at debug level, one
+/// line per call with its status code.
+async fn traced<R: HasStatus>(method: &'static str, call: impl Future<Output = R>) -> R {
+    let request_id = rpc::volo::METAINFO
+        .try_with(|metainfo| metainfo.borrow().get_upstream(REQUEST_ID))
+        .ok()
+        .flatten();
+    let span = tracing::info_span!("call", method, request_id = request_id.as_deref());
+    async {
+        let answer = call.await;
+        tracing::debug!(code = answer.status_code(), "answered");
+        answer
+    }
+    .instrument(span)
+    .await
+}
+
+/// A response's `BaseResp` code, for the log.
+trait HasStatus {
+    fn status_code(&self) -> i64;
+}
+
+macro_rules! has_status {
+    ($($response:ty),*) => {
+        $(impl HasStatus for $response {
+            fn status_code(&self) -> i64 {
+                self.base_resp.status_code
+            }
+        })*
+    };
+}
+has_status!(CreateUserResponse, LoginResponse, GetUserResponse);
