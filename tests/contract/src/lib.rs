@@ -7,6 +7,10 @@
 //! processes are killed, in-process servers aborted. Each test owns its etcd, so tests run in
 //! parallel without seeing each other's keys.
 //!
+//! With [`PEER_ENV`] set, the replicas are another implementation of the service run as child
+//! processes, such as the Go Kitex peer: `scripts/test` runs the HTTP, Thrift and discovery
+//! tests that way too, since the contract is the IDL.
+//!
 //! To test your own service the same way, copy this crate: swap [`Service`] for your server's
 //! `run` and the request helpers on [`Stack`] for your IDL's methods and routes.
 
@@ -29,7 +33,7 @@ use test_support::{Answer, Etcd};
 
 pub use crate::{
     gateway::{Gateway, SECRET, gateway_config, jwt},
-    service::{Database, Service},
+    service::{Database, PEER_ENV, Service},
 };
 
 /// The numeric `code` of an `ErrCode` from the IDL, as `BaseResp.status_code` and the HTTP

@@ -1,4 +1,5 @@
-//! The user service, run in this process on a free loopback port.
+//! The user service, run in this process on a free loopback port, or another implementation
+//! of it run as a child process (see [`PEER_ENV`]).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -7,23 +8,48 @@ use rpc::{
     music::service::user::user_service::REGISTRY_NAME,
     volo_etcd::{ServeError, Shutdown},
 };
-use test_support::{Postgres, wait_until};
+use test_support::{ChildProcess, Postgres, wait_until};
 use tokio::task::JoinHandle;
 
 use crate::SOON;
+
+/// Names another implementation of UserService to run the suite against, such as the Go Kitex
+/// peer (`tests/kitex/cmd/userservice`, registered by registry-etcd): a binary that takes
+/// `--listen`, `--etcd-endpoints` and `--database-url sqlite://PATH` and registers itself in
+/// etcd as ours does. Unset, replicas run in this process. The contract is the IDL, so the
+/// tests that do not look inside our implementation must pass against either.
+pub const PEER_ENV: &str = "CONTRACT_USER_SERVICE_BIN";
 
 /// One running replica; [`Service::stop`] stops it as SIGTERM would (deregister, drain,
 /// close the database), dropping it aborts it.
 pub struct Service {
     pub addr: SocketAddr,
-    shutdown: Shutdown,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
+    running: Running,
+}
+
+enum Running {
+    /// Ours, in this process; `None` once stopped or aborted.
+    InProcess {
+        shutdown: Shutdown,
+        task: Option<JoinHandle<Result<(), ServeError>>>,
+    },
+    /// The binary named by [`PEER_ENV`], killed on drop.
+    Peer(ChildProcess),
 }
 
 impl Service {
     /// Starts a replica registered in the etcd at `endpoints`, storing users at
     /// `database_url`; returns once its key is in etcd.
     pub async fn start(endpoints: &[String], database_url: &str) -> Service {
+        let service = match std::env::var_os(PEER_ENV) {
+            Some(peer) => Service::start_peer(peer.as_ref(), endpoints, database_url),
+            None => Service::start_in_process(endpoints, database_url).await,
+        };
+        service.wait_registered(endpoints).await;
+        service
+    }
+
+    async fn start_in_process(endpoints: &[String], database_url: &str) -> Service {
         let config = user_service::Config::parse_from([
             "user-service",
             "--etcd-endpoints",
@@ -45,13 +71,34 @@ impl Service {
         let stop = shutdown.clone();
         let task =
             tokio::spawn(async move { user_service::run(store, listener, &config, stop).await });
-        let service = Service {
+        Service {
             addr,
-            shutdown,
-            task: Some(task),
-        };
-        service.wait_registered(endpoints).await;
-        service
+            running: Running::InProcess {
+                shutdown,
+                task: Some(task),
+            },
+        }
+    }
+
+    fn start_peer(bin: &std::path::Path, endpoints: &[String], database_url: &str) -> Service {
+        // A port that was free a moment ago: the peer binds it itself.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
+        let mut command = std::process::Command::new(bin);
+        command
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--etcd-endpoints")
+            .arg(endpoints.join(","))
+            .arg("--database-url")
+            .arg(database_url);
+        let process = ChildProcess::spawn(command)
+            .unwrap_or_else(|e| panic!("cannot start {PEER_ENV}={}: {e}", bin.display()));
+        Service {
+            addr,
+            running: Running::Peer(process),
+        }
     }
 
     /// `kitex/registry-etcd/service.music.user/<addr>`: registry-etcd's key for this replica.
@@ -72,23 +119,44 @@ impl Service {
             false
         })
         .await;
+        let output = match &self.running {
+            Running::Peer(process) => process.output(),
+            Running::InProcess { .. } => String::new(),
+        };
         assert!(
             listed,
-            "the service did not register under {key} within {SOON:?}"
+            "the service did not register under {key} within {SOON:?}\n{output}"
         );
     }
 
     /// Stops as on SIGTERM: deregisters, lets calls in flight finish, closes the database.
     pub async fn stop(mut self) {
-        self.shutdown.trigger();
-        let task = self.task.take().expect("running");
-        task.await.expect("no panic").expect("a clean stop");
+        match &mut self.running {
+            Running::InProcess { shutdown, task } => {
+                shutdown.trigger();
+                let task = task.take().expect("running");
+                task.await.expect("no panic").expect("a clean stop");
+            }
+            Running::Peer(process) => {
+                process.terminate();
+                let status = process.wait_exit(SOON).await;
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "the peer did not exit cleanly within {SOON:?} of SIGTERM ({status:?}):\n{}",
+                    process.output()
+                );
+            }
+        }
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        // A peer process is killed by its own drop.
+        if let Running::InProcess {
+            task: Some(task), ..
+        } = &self.running
+        {
             task.abort();
         }
     }
