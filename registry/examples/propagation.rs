@@ -2,7 +2,7 @@
 //! test: it prints figures and asserts nothing about speed.
 //!
 //! ```sh
-//! cargo run --release -p volo-etcd --example propagation -- --rounds 200
+//! cargo run --release -p volo-etcd --example propagation -- --rounds 200 [--json PATH]
 //! ```
 //!
 //! It starts its own etcd on loopback (test-support), a baseline volo-thrift server that
@@ -22,10 +22,15 @@
 //!
 //! The servers answer every call with an empty Thrift result (no IDL needed: volo-thrift
 //! passes raw `Bytes` messages through).
+//!
+//! `--json PATH` also writes (a), (b) and (c) for scripts, in milliseconds:
+//! `{"rounds", "register_first_request_ms": {"p50", "p99", "max"},
+//! "deregister_last_request_ms": {..}, "etcd_watch_ms": {..}}`.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -56,6 +61,8 @@ struct Args {
     concurrency: usize,
     /// How long an instance must see no request before its last one counts as the last.
     quiet: Duration,
+    /// Where to write the figures as JSON, besides the text on stdout.
+    json: Option<PathBuf>,
 }
 
 impl Args {
@@ -64,6 +71,7 @@ impl Args {
             rounds: 100,
             concurrency: 4,
             quiet: Duration::from_millis(100),
+            json: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -76,6 +84,10 @@ impl Args {
                 "--rounds" => args.rounds = value("--rounds").max(1) as usize,
                 "--concurrency" => args.concurrency = value("--concurrency").max(1) as usize,
                 "--quiet-ms" => args.quiet = Duration::from_millis(value("--quiet-ms")),
+                "--json" => {
+                    let path = it.next().unwrap_or_else(|| usage("--json needs a path"));
+                    args.json = Some(path.into());
+                }
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other:?}")),
             }
@@ -88,7 +100,10 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
-    eprintln!("usage: propagation [--rounds N (100)] [--concurrency N (4)] [--quiet-ms N (100)]");
+    eprintln!(
+        "usage: propagation [--rounds N (100)] [--concurrency N (4)] [--quiet-ms N (100)] \
+         [--json PATH]"
+    );
     std::process::exit(2)
 }
 
@@ -376,6 +391,15 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// `{"p50", "p99", "max"}` of `values`, for `--json`.
+fn summary(values: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": percentile(values, 50.0),
+        "p99": percentile(values, 99.0),
+        "max": percentile(values, 100.0),
+    })
+}
+
 fn report(name: &str, values: &[f64]) {
     println!(
         "{name:<44} p50 {:>8.2} ms   p99 {:>8.2} ms   (n = {})",
@@ -485,4 +509,15 @@ async fn main() {
         "rounds without a measurement: {}; failed calls: {failed}",
         args.rounds - a.len()
     );
+    if let Some(path) = &args.json {
+        let figures = serde_json::json!({
+            "rounds": args.rounds,
+            "register_first_request_ms": summary(&a),
+            "deregister_last_request_ms": summary(&b),
+            "etcd_watch_ms": summary(&c),
+        });
+        let text = serde_json::to_string_pretty(&figures).expect("numbers serialize");
+        std::fs::write(path, text + "\n")
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
 }
