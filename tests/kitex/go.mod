@@ -3,17 +3,18 @@ module kitexpeer
 go 1.26.0
 
 require (
+	github.com/bytedance/gopkg v0.1.4
 	github.com/cloudwego/gopkg v0.2.0
 	github.com/cloudwego/hertz v0.10.4
 	github.com/cloudwego/kitex v0.16.3
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/kitex-contrib/registry-etcd v0.2.6
+	github.com/mattn/go-sqlite3 v1.14.53
 	go.etcd.io/etcd/client/v3 v3.5.12
 	golang.org/x/crypto v0.59.0
 )
 
 require (
-	github.com/bytedance/gopkg v0.1.4 // indirect
 	github.com/bytedance/sonic v1.15.0 // indirect
 	github.com/bytedance/sonic/loader v0.5.0 // indirect
 	github.com/cloudwego/base64x v0.1.6 // indirect

@@ -1,106 +1,86 @@
 // Command userservice is the seed's user service in Go: a Kitex UserService registered in
-// etcd by registry-etcd under service.music.user, with the users in memory.
+// etcd by registry-etcd under service.music.user, with the users in SQLite. Its flags, rules
+// and answers are the Rust user service's (services/user).
+//
+// On SIGINT or SIGTERM Kitex deregisters it, drains calls in flight (up to 5 s), and the
+// process closes the database and exits 0.
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"log"
 	"net"
 	"strings"
-	"time"
+	"sync/atomic"
 
+	"github.com/cloudwego/kitex/pkg/registry"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
 	etcd "github.com/kitex-contrib/registry-etcd"
 
 	"kitexpeer/internal/store"
-	"kitexpeer/kitex_gen/music/base"
-	"kitexpeer/kitex_gen/music/service/user"
 	"kitexpeer/kitex_gen/music/service/user/userservice"
 )
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:8888", "address to serve on")
+	listen := flag.String("listen", "127.0.0.1:8888", "address to serve Thrift on")
 	endpoints := flag.String("etcd-endpoints", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	name := flag.String("service-name", "service.music.user", "name to register under")
+	databaseURL := flag.String("database-url", "sqlite://data/user.db",
+		"where users are stored: sqlite://PATH (relative to the working directory)")
 	flag.Parse()
+	if err := serve(*listen, strings.Split(*endpoints, ","), *name, *databaseURL); err != nil {
+		log.Fatal(err)
+	}
+}
 
-	r, err := etcd.NewEtcdRegistry(strings.Split(*endpoints, ","))
+// serve runs the service until SIGINT or SIGTERM, then closes the database.
+func serve(listen string, endpoints []string, name, databaseURL string) error {
+	addr, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	addr, err := net.ResolveTCPAddr("tcp", *listen)
+	users, err := store.Open(databaseURL)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	svr := userservice.NewServer(&UserServiceImpl{users: store.New()},
+	defer users.Close()
+	r, err := etcd.NewEtcdRegistry(endpoints)
+	if err != nil {
+		return err
+	}
+	svr := userservice.NewServer(&UserServiceImpl{users: users},
 		server.WithServiceAddr(addr),
-		server.WithRegistry(r),
-		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: *name}),
+		server.WithRegistry(&deregisterOnlyRegistered{Registry: r}),
+		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: name}),
 		// Metainfo and the caller's timeout travel in TTHeader; Kitex reads them only with this.
 		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
 	)
-	log.Printf("user service listening on %s", *listen)
-	if err := svr.Run(); err != nil {
-		log.Fatal(err)
+	log.Printf("user service listening on %s, users in %s", listen, databaseURL)
+	// Run serves until Kitex's own SIGINT/SIGTERM handler fires, then deregisters and drains;
+	// its error is a failed start, register or deregister.
+	return svr.Run()
+}
+
+// deregisterOnlyRegistered passes Deregister on only after a Register succeeded. Kitex
+// registers a second after Run but deregisters on every stop, and registry-etcd v0.2.6
+// dereferences a nil lease when it deregisters what it never registered: without this, a
+// SIGTERM in the first second panics (exit 2).
+type deregisterOnlyRegistered struct {
+	registry.Registry
+	registered atomic.Bool
+}
+
+func (r *deregisterOnlyRegistered) Register(info *registry.Info) error {
+	err := r.Registry.Register(info)
+	r.registered.Store(err == nil)
+	return err
+}
+
+func (r *deregisterOnlyRegistered) Deregister(info *registry.Info) error {
+	if !r.registered.Load() {
+		return nil
 	}
-}
-
-// UserServiceImpl implements the IDL's UserService.
-type UserServiceImpl struct {
-	users *store.Store
-}
-
-func baseResp(code base.ErrCode, message string) *base.BaseResp {
-	return &base.BaseResp{StatusCode: int64(code), StatusMessage: message, ServiceTime: time.Now().UnixMilli()}
-}
-
-// status maps a store error to the IDL's error codes, as the Rust service answers them.
-func status(err error) *base.BaseResp {
-	switch {
-	case err == nil:
-		return baseResp(base.ErrCode_Success, "Success")
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrNoSuchUser):
-		return baseResp(base.ErrCode_ParamErr, err.Error())
-	case errors.Is(err, store.ErrTaken):
-		return baseResp(base.ErrCode_UserAlreadyExist, err.Error())
-	case errors.Is(err, store.ErrBadCredentials):
-		return baseResp(base.ErrCode_AuthorizationFailed, err.Error())
-	default:
-		log.Printf("internal failure: %v", err)
-		return baseResp(base.ErrCode_ServiceErr, "internal error; try again later")
-	}
-}
-
-// CreateUser registers a user.
-func (s *UserServiceImpl) CreateUser(ctx context.Context, req *user.CreateUserRequest) (*user.CreateUserResponse, error) {
-	id, err := s.users.Create(req.Username, req.Password)
-	resp := &user.CreateUserResponse{BaseResp: status(err)}
-	if err == nil {
-		resp.UserId = &id
-	}
-	return resp, nil
-}
-
-// Login checks a password.
-func (s *UserServiceImpl) Login(ctx context.Context, req *user.LoginRequest) (*user.LoginResponse, error) {
-	id, err := s.users.Login(req.Username, req.Password)
-	resp := &user.LoginResponse{BaseResp: status(err)}
-	if err == nil {
-		resp.UserId = &id
-	}
-	return resp, nil
-}
-
-// GetUser returns a user's public profile.
-func (s *UserServiceImpl) GetUser(ctx context.Context, req *user.GetUserRequest) (*user.GetUserResponse, error) {
-	u, err := s.users.Get(req.UserId)
-	resp := &user.GetUserResponse{BaseResp: status(err)}
-	if err == nil {
-		resp.User = &user.User{UserId: u.ID, Username: u.Username, CreatedAt: u.CreatedAt}
-	}
-	return resp, nil
+	return r.Registry.Deregister(info)
 }
