@@ -30,9 +30,15 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// start runs a process that is killed when the test ends, and also if the test binary dies
-// (Pdeathsig). Its output is in the returned file, shown when a wait fails.
-func start(t *testing.T, name string, args ...string) *os.File {
+// proc is a process a test started. It is killed when the test ends, and also if the test
+// binary dies (Pdeathsig); its output is kept in a file, shown when a wait fails.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *os.File
+	exited chan struct{} // closed once the process has exited
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	out, err := os.Create(filepath.Join(t.TempDir(), "output"))
 	if err != nil {
@@ -44,16 +50,47 @@ func start(t *testing.T, name string, args ...string) *os.File {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	p := &proc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-p.exited
 	})
-	return out
+	return p
 }
 
-func output(f *os.File) string {
-	b, _ := os.ReadFile(f.Name())
+// output is what the process has printed so far.
+func (p *proc) output() string {
+	b, _ := os.ReadFile(p.out.Name())
 	return string(b)
+}
+
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// terminate sends SIGTERM and waits until the process has exited cleanly.
+func (p *proc) terminate(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", p.cmd.Path, err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(soon):
+		t.Fatalf("%s did not exit within %v of SIGTERM:\n%s", filepath.Base(p.cmd.Path), soon, p.output())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("%s exited %d after SIGTERM:\n%s", filepath.Base(p.cmd.Path), code, p.output())
+	}
 }
 
 // waitFor polls cond every 50 ms until it holds or within has passed.
@@ -74,7 +111,7 @@ func waitFor(within time.Duration, cond func() bool) bool {
 type etcd struct {
 	endpoint string
 	client   *clientv3.Client
-	log      *os.File
+	proc     *proc
 }
 
 func startEtcd(t *testing.T) *etcd {
@@ -84,7 +121,7 @@ func startEtcd(t *testing.T) *etcd {
 		t.Fatal("etcd is not installed: run scripts/test, or `apt-get install etcd-server`")
 	}
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "--name", "peer-test", "--data-dir", t.TempDir(),
+	p := start(t, bin, "--name", "peer-test", "--data-dir", t.TempDir(),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "peer-test="+peer)
@@ -93,14 +130,14 @@ func startEtcd(t *testing.T) *etcd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	e := &etcd{endpoint: strings.TrimPrefix(client, "http://"), client: c, log: log}
+	e := &etcd{endpoint: strings.TrimPrefix(client, "http://"), client: c, proc: p}
 	if !waitFor(soon, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := c.Get(ctx, "ready")
 		return err == nil
 	}) {
-		t.Fatalf("etcd did not answer within %v:\n%s", soon, output(log))
+		t.Fatalf("etcd did not answer within %v:\n%s", soon, p.output())
 	}
 	return e
 }
@@ -118,9 +155,15 @@ func registryKey(service, addr string) string {
 	return "kitex/registry-etcd/" + service + "/" + addr
 }
 
-// rustUserService starts the Rust user service registered in e; returns its address once
-// its key is in etcd.
-func rustUserService(t *testing.T, e *etcd) string {
+// userService is a running instance of service.music.user, Rust or Go.
+type userService struct {
+	addr string
+	*proc
+}
+
+// rustUserService starts the Rust user service on its own SQLite file, registered in e, with
+// flags besides; returns once its key is in etcd.
+func rustUserService(t *testing.T, e *etcd, flags ...string) *userService {
 	t.Helper()
 	bin := os.Getenv("USER_SERVICE_BIN")
 	if bin == "" {
@@ -129,31 +172,29 @@ func rustUserService(t *testing.T, e *etcd) string {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the Rust user service is not built at %s: run `cargo build -p user-service` (or set USER_SERVICE_BIN)", bin)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	startRegistered(t, e, addr, bin, "--listen", addr, "--etcd-endpoints", e.endpoint,
-		"--database-url", "sqlite://"+filepath.Join(t.TempDir(), "user.db"))
-	return addr
+	return startUserService(t, e, bin, flags...)
 }
 
-// startRegistered starts bin with args and waits until the user service it runs has put
-// registry-etcd's key for addr.
-func startRegistered(t *testing.T, e *etcd, addr, bin string, args ...string) {
+// goUserService builds and starts the Go peer (cmd/userservice) on its own SQLite file,
+// registered in e by registry-etcd itself; returns once its key is in etcd.
+func goUserService(t *testing.T, e *etcd) *userService {
 	t.Helper()
-	log := start(t, bin, args...)
+	return startUserService(t, e, goBuild(t, "./cmd/userservice"))
+}
+
+// startUserService starts bin, either implementation (their flags are alike), and waits until
+// it has put registry-etcd's key for its address.
+func startUserService(t *testing.T, e *etcd, bin string, flags ...string) *userService {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args := append([]string{"--listen", addr, "--etcd-endpoints", e.endpoint,
+		"--database-url", "sqlite://" + filepath.Join(t.TempDir(), "user.db")}, flags...)
+	p := start(t, bin, args...)
 	key := registryKey("service.music.user", addr)
-	if !waitFor(soon, func() bool { return e.hasKey(key) }) {
-		t.Fatalf("%s did not register %s within %v:\n%s", filepath.Base(bin), key, soon, output(log))
+	if !waitFor(soon, func() bool { return e.hasKey(key) || p.hasExited() }) || p.hasExited() {
+		t.Fatalf("%s did not register %s within %v:\n%s", filepath.Base(bin), key, soon, p.output())
 	}
-}
-
-// goUserService builds and starts the Go peer (cmd/userservice), registered in e by
-// registry-etcd itself; returns its address once its key is in etcd.
-func goUserService(t *testing.T, e *etcd) string {
-	t.Helper()
-	bin := goBuild(t, "./cmd/userservice")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	startRegistered(t, e, addr, bin, "-listen", addr, "-etcd-endpoints", e.endpoint)
-	return addr
+	return &userService{addr: addr, proc: p}
 }
 
 // goBuild builds the command pkg (from the Go build cache when nothing changed); its path.
@@ -166,8 +207,8 @@ func goBuild(t *testing.T, pkg string) string {
 	return bin
 }
 
-// waitHealthy waits until url/healthz answers 200, showing log if it never does.
-func waitHealthy(t *testing.T, url string, log *os.File) {
+// waitHealthy waits until url/healthz answers 200, showing p's output if it never does.
+func waitHealthy(t *testing.T, url string, p *proc) {
 	t.Helper()
 	if !waitFor(soon, func() bool {
 		resp, err := http.Get(url + "/healthz")
@@ -177,7 +218,7 @@ func waitHealthy(t *testing.T, url string, log *os.File) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}) {
-		t.Fatalf("%s did not answer within %v:\n%s", url, soon, output(log))
+		t.Fatalf("%s did not answer within %v:\n%s", url, soon, p.output())
 	}
 }
 
@@ -186,9 +227,9 @@ func hertzGateway(t *testing.T, e *etcd) string {
 	t.Helper()
 	bin := goBuild(t, "./cmd/gateway")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "-listen", addr, "-etcd-endpoints", e.endpoint, "-jwt-secret", strings.Repeat("s", 32))
+	p := start(t, bin, "-listen", addr, "-etcd-endpoints", e.endpoint, "-jwt-secret", strings.Repeat("s", 32))
 	url := "http://" + addr
-	waitHealthy(t, url, log)
+	waitHealthy(t, url, p)
 	return url
 }
 
@@ -204,8 +245,8 @@ func rustGateway(t *testing.T, e *etcd) string {
 		t.Fatalf("the Rust gateway is not built at %s: run `cargo build -p gateway` (or set GATEWAY_BIN)", bin)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := start(t, bin, "--listen", addr, "--etcd-endpoints", e.endpoint, "--dev")
+	p := start(t, bin, "--listen", addr, "--etcd-endpoints", e.endpoint, "--dev")
 	url := "http://" + addr
-	waitHealthy(t, url, log)
+	waitHealthy(t, url, p)
 	return url
 }

@@ -3,10 +3,14 @@ package kitexpeer_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bytedance/gopkg/cloud/metainfo"
 	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/discovery"
+	"github.com/cloudwego/kitex/pkg/retry"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/transport"
 	etcdregistry "github.com/kitex-contrib/registry-etcd"
@@ -25,9 +29,10 @@ func kitexClient(t *testing.T, e *etcd, protocol transport.Protocol) userservice
 		t.Fatal(err)
 	}
 	opts := []client.Option{
-		client.WithResolver(r),
+		client.WithResolver(isolated{r, e.endpoint}),
 		client.WithRPCTimeout(3 * time.Second),
 		client.WithConnectTimeout(50 * time.Millisecond),
+		client.WithFailureRetry(retry.NewFailurePolicy()),
 		client.WithTransportProtocol(protocol),
 	}
 	if protocol&transport.TTHeader != 0 {
@@ -38,6 +43,27 @@ func kitexClient(t *testing.T, e *etcd, protocol transport.Protocol) userservice
 		t.Fatal(err)
 	}
 	return c
+}
+
+// isolated keeps the resolvers of different tests' etcds apart, as one process of Kitex
+// clients needs when they use several registries:
+//   - Kitex caches resolutions process-wide by resolver name and service, and registry-etcd's
+//     resolvers are all named "etcd": without a name of its own, a client of one test's etcd
+//     would be handed the instances another test's etcd listed.
+//   - Kitex refreshes every cached resolution on one shared 5 s ticker and waits for all of
+//     them, and registry-etcd resolves without a deadline: a resolver whose etcd has stopped
+//     (an earlier test's) would hang every client's refresh in the process.
+type isolated struct {
+	discovery.Resolver
+	endpoint string
+}
+
+func (r isolated) Name() string { return "etcd@" + r.endpoint }
+
+func (r isolated) Resolve(ctx context.Context, desc string) (discovery.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return r.Resolver.Resolve(ctx, desc)
 }
 
 // code is a response's status code, failing the test on a transport error.
@@ -100,5 +126,33 @@ func TestKitexClientCallsTheRustService(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A metainfo transient value that a Kitex client sends over TTHeader is readable in our
+// handler: the user service puts the caller's REQUEST_ID into the span of the call, so its log
+// lines for that call carry it.
+//
+// Backward values do not cross between the two: Volo writes them with an RPC_BACKWARD_ prefix
+// and reads only prefixed keys, while Kitex writes and reads bare keys.
+func TestKitexMetainfoReachesTheRustHandler(t *testing.T) {
+	e := startEtcd(t)
+	t.Setenv("RUST_LOG", "user_service=debug")
+	service := rustUserService(t, e)
+	c := kitexClient(t, e, transport.TTHeaderFramed)
+
+	ctx := metainfo.WithValue(context.Background(), "REQUEST_ID", "kitex-42")
+	resp, err := c.GetUser(ctx, &user.GetUserRequest{UserId: 1})
+	code(t, resp, err)
+	logged := func() bool {
+		for _, line := range strings.Split(service.output(), "\n") {
+			if strings.Contains(line, "answered") && strings.Contains(line, "kitex-42") {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitFor(soon, logged) {
+		t.Errorf("no log line of the call carries the request id kitex-42:\n%s", service.output())
 	}
 }
