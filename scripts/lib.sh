@@ -36,3 +36,11 @@ ensure_tools() {
         apt_install "${missing[@]}"
     fi
 }
+
+# wrk, the HTTP load generator of scripts/bench (the same one for both gateways).
+ensure_wrk() {
+    if ! command -v wrk >/dev/null; then
+        echo "==> installing wrk"
+        apt_install wrk
+    fi
+}
