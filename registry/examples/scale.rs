@@ -15,6 +15,8 @@
 //! - `scale_visible_s`: from the same start until the client's balancer holds all N (Volo's
 //!   balancer, wrapped only to count what each `rebalance` leaves in it; the watching process
 //!   reports it on a pipe);
+//! - `cold_visible_s`: once all N are registered, from starting another watching process
+//!   until its balancer holds all N (process start, connect, list, parse);
 //! - `keepalives_per_ttl`: gRPC messages etcd received per instance per TTL over a window of
 //!   `--window-ttls` TTLs once everything is registered: `grpc_server_msg_received_total`,
 //!   summed over all methods, read from `/metrics` on etcd's client URL before and after the
@@ -463,6 +465,13 @@ async fn measure(args: &Args) {
     let cpu_used: Vec<f64> = cpu().iter().zip(cpu_before).map(|(a, b)| a - b).collect();
     let (visible_peak, _) = watcher.memory_mb();
 
+    // A client that starts when all N are registered already.
+    let late_start = Instant::now();
+    let mut late = Watcher::spawn(&etcd.endpoint(), n);
+    late.expect("ready").await;
+    let cold_visible_s = (late.expect("visible").await - late_start).as_secs_f64();
+    drop(late);
+
     // The window starts once every keeper has opened its keepalive stream and its own-key
     // watch (plus the client's watch), so it holds nothing but steady-state traffic.
     let started = "grpc_server_started_total";
@@ -503,6 +512,9 @@ async fn measure(args: &Args) {
         goal(visible_s <= GOAL_VISIBLE_S)
     );
     println!(
+        "cold_visible_s      {cold_visible_s:>8.3} s    (a client started with all {n} registered)"
+    );
+    println!(
         "keepalives_per_ttl  {messages_per_ttl:>8.3}      goal <= {GOAL_MESSAGES_PER_TTL}: {} \
          (gRPC messages per instance per TTL over {ttls:.2} TTLs: {})",
         goal(messages_per_ttl <= GOAL_MESSAGES_PER_TTL),
@@ -532,6 +544,7 @@ async fn measure(args: &Args) {
             "instances": n,
             "register_s": register_s,
             "scale_visible_s": visible_s,
+            "cold_visible_s": cold_visible_s,
             "keepalives_per_ttl": messages_per_ttl,
             "discoverer_rss_mb": peak,
             "ttl_s": args.ttl_secs,

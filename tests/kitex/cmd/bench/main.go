@@ -197,7 +197,7 @@ func run(cfg config) error {
 
 // gatewayPhase: both gateways in front of the same Rust user service.
 func (b *bench) gatewayPhase() error {
-	e, err := b.ps.startEtcd("etcd-gateways")
+	e, err := b.ps.startEtcd("etcd-gateways", "")
 	if err != nil {
 		return err
 	}
@@ -268,11 +268,11 @@ func (b *bench) rpcAndStackPhase() error {
 	}
 	var ours, theirs stack
 	var err error
-	eOurs, err := b.ps.startEtcd("etcd-rust")
+	eOurs, err := b.ps.startEtcd("etcd-rust", "")
 	if err != nil {
 		return err
 	}
-	eTheirs, err := b.ps.startEtcd("etcd-go")
+	eTheirs, err := b.ps.startEtcd("etcd-go", "")
 	if err != nil {
 		return err
 	}

@@ -172,7 +172,8 @@ type etcd struct {
 	endpoint string // host:port of its client URL
 }
 
-func (ps *procs) startEtcd(name string) (*etcd, error) {
+// startEtcd starts an etcd server on cpus (a taskset list; empty: the driver's own).
+func (ps *procs) startEtcd(name, cpus string) (*etcd, error) {
 	client, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -181,7 +182,7 @@ func (ps *procs) startEtcd(name string) (*etcd, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := ps.start(name, "", "etcd", "--name", name, "--data-dir", filepath.Join(ps.dir, name),
+	p, err := ps.start(name, cpus, "etcd", "--name", name, "--data-dir", filepath.Join(ps.dir, name),
 		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
 		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
 		"--initial-cluster", name+"=http://"+peer)

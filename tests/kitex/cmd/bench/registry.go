@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -27,22 +28,34 @@ type propagation struct {
 // calls is the number of calls both propagation clients keep in flight.
 const calls = 4
 
+// runOnEveryCPU runs a registry tool on the server and load CPUs both: these phases compare
+// no servers under load, and etcd, the registrations and the watching client would otherwise
+// share the load CPU.
+func (b *bench) runOnEveryCPU(bin string, args ...string) ([]byte, error) {
+	return runTool(30*time.Minute, nil, "taskset", append([]string{"-c", b.everyCPU(), bin}, args...)...)
+}
+
+// everyCPU is the server and load CPUs, as a taskset list.
+func (b *bench) everyCPU() string {
+	return cpuList(append(slices.Clone(b.serverCPUs), b.loadCPUs...))
+}
+
 // propagationPhase measures both discoverers; each figure is kept even if the other fails.
 func (b *bench) propagationPhase() error {
 	// Ours: the example runs its own etcd, servers and client in one process.
 	path := filepath.Join(b.ps.dir, "propagation.json")
-	_, errOurs := runTool(30*time.Minute, nil, b.rustBin("examples/propagation"),
+	_, errOurs := b.runOnEveryCPU(b.rustBin("examples/propagation"),
 		"--rounds", strconv.Itoa(b.cfg.propagationRounds), "--concurrency", strconv.Itoa(calls), "--json", path)
 	if errOurs == nil {
 		errOurs = b.readPropagation(path, "ours")
 	}
 
 	// Kitex's resolver re-resolves every 5 s, so each of its rounds takes seconds.
-	e, err := b.ps.startEtcd("etcd-propagation")
+	e, err := b.ps.startEtcd("etcd-propagation", b.everyCPU())
 	if err != nil {
 		return err
 	}
-	out, errTheirs := runTool(30*time.Minute, nil, b.goBin("kitexclient"), "-etcd-endpoints", e.endpoint,
+	out, errTheirs := b.runOnEveryCPU(b.goBin("kitexclient"), "-etcd-endpoints", e.endpoint,
 		"propagation", "-rounds", strconv.Itoa(b.cfg.kitexPropagationRounds), "-concurrency", strconv.Itoa(calls))
 	if errTheirs == nil {
 		var raw json.RawMessage
@@ -69,6 +82,7 @@ type scale struct {
 	Instances        int     `json:"instances"`
 	RegisterS        float64 `json:"register_s"`
 	VisibleS         float64 `json:"scale_visible_s"`
+	ColdVisibleS     float64 `json:"cold_visible_s"`
 	KeepalivesPerTTL float64 `json:"keepalives_per_ttl"`
 	DiscovererRSSMB  float64 `json:"discoverer_rss_mb"`
 	TTLS             float64 `json:"ttl_s"`
@@ -82,7 +96,7 @@ func (b *bench) scalePhase() error {
 		// The keepalive window is 3 TTLs (30 s) by default; one is enough for a smoke run.
 		args = append(args, "--window-ttls", "1")
 	}
-	if _, err := runTool(30*time.Minute, nil, b.rustBin("examples/scale"), args...); err != nil {
+	if _, err := b.runOnEveryCPU(b.rustBin("examples/scale"), args...); err != nil {
 		return err
 	}
 	raw, err := os.ReadFile(path)
