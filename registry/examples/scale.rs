@@ -236,17 +236,23 @@ async fn watch(endpoint: &str, instances: usize) {
     .connect_timeout(Some(Duration::from_millis(50)))
     .retry_count(2)
     .build();
-    // A client asks its balancer on its first call. With no instance yet the call fails,
-    // but the balancer has cached the service and follows it from now on.
+    // A client asks its balancer on its first call, and from then on the balancer follows
+    // the service. With no instance yet the call fails at once, so ask again until the
+    // balancer has it; with instances the call waits on a listener nobody serves, long after
+    // the balancer has answered, so do not wait for the call.
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while holding.borrow().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the balancer did not load the service"
-        );
-        let mut cx = client.make_cx("ping", false);
-        let _ = client.call(&mut cx, Bytes::from_static(EMPTY_STRUCT)).await;
-    }
+    let cached = holding.clone();
+    let asker = client.clone();
+    tokio::spawn(async move {
+        while cached.borrow().is_none() {
+            let mut cx = asker.make_cx("ping", false);
+            let _ = asker.call(&mut cx, Bytes::from_static(EMPTY_STRUCT)).await;
+        }
+    });
+    let loaded = tokio::time::timeout_at(deadline, holding.wait_for(Option::is_some))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(loaded, "the balancer did not load the service");
     println!("ready");
     let all = tokio::time::timeout_at(deadline, holding.wait_for(|h| *h >= Some(instances)))
         .await
@@ -256,7 +262,9 @@ async fn watch(endpoint: &str, instances: usize) {
     } else {
         println!("stuck at {:?}", *holding.borrow());
     }
+    // Holding `client`, and so its balancer, until killed.
     std::future::pending::<()>().await;
+    drop(client);
 }
 
 /// The watching process, killed and reaped on drop.
