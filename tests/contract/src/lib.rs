@@ -8,8 +8,8 @@
 //! parallel without seeing each other's keys.
 //!
 //! With [`PEER_ENV`] set, the replicas are another implementation of the service run as child
-//! processes, such as the Go Kitex peer: `scripts/test` runs every test but `storage::` that
-//! way too, since the contract is the IDL.
+//! processes, such as the Go Kitex peer: `scripts/test` runs every test but `storage::` and
+//! `cluster::` that way too, since the contract is the IDL.
 //!
 //! To test your own service the same way, copy this crate: swap [`Service`] for your server's
 //! `run` and the request helpers on [`Stack`] for your IDL's methods and routes.
