@@ -4,8 +4,14 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use rpc::volo_etcd::{ClientOptions, EtcdArgs};
 
+use crate::{ConnectionLimits, HeadLimits, Rate, Rates};
+
 #[derive(Debug, Clone, clap::Parser)]
-#[command(about = "Serves the HTTP API declared in the IDL, calling the services found in etcd")]
+// A flag given twice takes its last value, so wrappers can append overrides.
+#[command(
+    about = "Serves the HTTP API declared in the IDL, calling the services found in etcd",
+    args_override_self = true
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8889")]
@@ -37,6 +43,39 @@ pub struct Config {
     /// Deadline of one HTTP request, RPC retries included.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Requests per second (or minute, hour) the whole gateway admits: `2000/s`; `off`.
+    /// Set it just under the capacity of the services behind, so that a flood is answered
+    /// 429 at once instead of queueing everywhere.
+    #[arg(long, env = "RATE_LIMIT", default_value = "off")]
+    pub rate_limit: Rate,
+    /// Requests admitted per client IP: `100/s`; `off`.
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "off")]
+    pub rate_limit_per_ip: Rate,
+    /// Log-ins (requests to token-issuing routes) admitted per client IP.
+    #[arg(long, env = "LOGIN_RATE_LIMIT_PER_IP", default_value = "60/min")]
+    pub login_rate_limit_per_ip: Rate,
+    /// Log-ins admitted per account (the route's first field, `username`), whichever the
+    /// address: throttles password guessing spread over many addresses.
+    #[arg(long, env = "LOGIN_RATE_LIMIT_PER_ACCOUNT", default_value = "10/min")]
+    pub login_rate_limit_per_account: Rate,
+    /// How long a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Longest URI (path and query): 414 above it.
+    #[arg(long, env = "MAX_URI_SIZE", default_value = "8KiB", value_parser = parse_size)]
+    pub max_uri_size: usize,
+    /// Largest request headers (names and values): 431 above it.
+    #[arg(long, env = "MAX_HEADER_SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_size: usize,
+    /// After SIGTERM, how long requests in flight get to finish.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Print the mounted routes and exit.
     #[arg(long)]
     pub print_routes: bool,
@@ -50,6 +89,32 @@ impl Config {
             rpc_timeout: self.rpc_timeout,
             connect_timeout: self.connect_timeout,
             ..ClientOptions::default()
+        }
+    }
+
+    pub fn rates(&self) -> Rates {
+        Rates {
+            global: self.rate_limit,
+            per_ip: self.rate_limit_per_ip,
+            login_per_ip: self.login_rate_limit_per_ip,
+            login_per_account: self.login_rate_limit_per_account,
+        }
+    }
+
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_uri_bytes: self.max_uri_size,
+            max_header_bytes: self.max_header_size,
+        }
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_size,
+            drain_timeout: self.drain_timeout,
         }
     }
 }
@@ -125,6 +190,15 @@ mod tests {
         assert_eq!(c.rpc_timeout, Duration::from_secs(3));
         assert_eq!(c.connect_timeout, Duration::from_millis(50));
         assert_eq!(c.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn log_ins_are_throttled_by_default_and_nothing_else_is() {
+        let c = Config::try_parse_from(["gateway"]).unwrap();
+        assert_eq!(c.login_rate_limit_per_account.to_string(), "10/min");
+        assert_eq!(c.login_rate_limit_per_ip.to_string(), "60/min");
+        assert_eq!(c.rate_limit.to_string(), "off");
+        assert_eq!(c.rate_limit_per_ip.to_string(), "off");
     }
 
     #[test]

@@ -8,31 +8,40 @@
 //! - module `routes`: a [`RouteVisitor`](rpc::runtime::RouteVisitor) that turns each generated
 //!   `Endpoint` into a volo-http service holding its client (bind, validate, call, envelope).
 //! - module `reply`: the JSON answers, errors included.
+//! - module `admission`: bounds on URI and headers, and rate limits, before routing.
+//! - [`limits`]: the rate limiters (gateway, client IP, log-ins per IP and per account).
+//! - [`server`]: the connection loop (header-read and idle timeouts, a connection bound,
+//!   a shutdown that refuses new connections and answers those in flight).
 //! - [`app`], [`serve`]: the whole service (health, OpenAPI, access log, timeout) and its server.
 
+mod admission;
 mod config;
 pub mod jwt;
+pub mod limits;
 mod reply;
 mod routes;
+pub mod server;
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
-use volo::{Service, net::incoming::DefaultIncoming};
+use volo::Service;
 use volo_http::{
     context::ServerContext,
     http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
     request::Request,
     response::Response,
     server::{
-        Server,
         layer::TimeoutLayer,
         route::{Router, get},
     },
 };
 
+pub use admission::HeadLimits;
 pub use config::{Config, Secret, parse_size};
 pub use jwt::{Jwt, KeyError};
+pub use limits::{Rate, Rates};
 pub use routes::Mounter;
+pub use server::ConnectionLimits;
 
 /// The request id: the client's `x-request-id` when it is safe to echo, else a generated one.
 /// [`AccessLog`] puts it in the request's own `x-request-id` header, where handlers read it
@@ -48,7 +57,7 @@ pub fn request_id(headers: &volo_http::http::HeaderMap) -> &str {
 }
 
 /// The gateway as one volo-http service.
-pub type App = AccessLog<Router>;
+pub type App = AccessLog<admission::Admission<Router>>;
 
 /// Builds the token keys from the config: the given secret (refused under 32 bytes); without
 /// one, a random secret in development mode (with a warning) and an error otherwise.
@@ -79,9 +88,11 @@ pub fn app_with(
     jwt: Jwt,
     visit: impl FnOnce(&mut Mounter),
 ) -> (App, Vec<&'static rpc::runtime::RouteSpec>) {
+    let limits = limits::Limits::new(&config.rates());
     let shared = Arc::new(routes::Shared {
         jwt,
         body_limit: config.body_limit,
+        limits: limits.clone(),
     });
     let mut mounter = Mounter::new(shared);
     visit(&mut mounter);
@@ -94,17 +105,19 @@ pub fn app_with(
     }
     let mounted = std::mem::take(&mut mounter.mounted);
     let router = Router::new()
-        .route("/healthz", get(healthz).fallback(reply::method_not_allowed))
-        .route(
-            "/openapi.json",
-            get(openapi).fallback(reply::method_not_allowed),
-        );
+        .route("/healthz", routes::with_allow(get(healthz), &["GET"]))
+        .route("/openapi.json", routes::with_allow(get(openapi), &["GET"]));
     let router = mounter
         .into_router(router)
         .fallback(reply::not_found)
         .layer(TimeoutLayer::new(config.request_timeout, on_timeout))
         .layer(volo::catch_panic::Layer::new(on_panic));
-    (AccessLog { inner: router }, mounted)
+    let admission = admission::Admission {
+        inner: router,
+        head: config.head_limits(),
+        limits,
+    };
+    (AccessLog { inner: admission }, mounted)
 }
 
 /// `METHOD path -> Service.Method [auth]`, one line per route.
@@ -126,12 +139,14 @@ pub fn describe_routes(routes: &[&rpc::runtime::RouteSpec]) -> String {
     out
 }
 
-/// Serves `app` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
+/// Serves `app` on `listener` until SIGINT/SIGTERM, then refuses new connections and
+/// answers the requests in flight.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
-) -> Result<(), volo_http::error::BoxError> {
-    Server::new(app).run(DefaultIncoming::from(listener)).await
+    limits: &ConnectionLimits,
+) -> std::io::Result<()> {
+    server::serve_until(app, listener, limits, server::signal()).await
 }
 
 /// Logs filtered by `RUST_LOG` (default `info`); call once from `main`.

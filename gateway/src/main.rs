@@ -36,9 +36,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         etcd = %config.etcd.endpoints.join(","),
         "gateway serving on http://{addr}/"
     );
-    gateway::serve(app, listener)
+    gateway::serve(app, listener, &config.connection_limits())
         .await
-        .map_err(|e| anyhow::anyhow!("the server failed: {e}"))?;
+        .context("the server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

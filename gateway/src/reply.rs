@@ -3,11 +3,16 @@
 use serde::Serialize;
 use volo_http::{
     body::Body,
-    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    http::{
+        HeaderValue, StatusCode,
+        header::{ALLOW, CONTENT_TYPE, RETRY_AFTER},
+    },
     response::Response,
 };
 
 use rpc::music::base::ErrCode;
+
+use crate::limits::Limited;
 
 /// An error code as the envelope carries it. Codes come from the IDL (`ErrCode`), nowhere else.
 pub fn code(code: ErrCode) -> i64 {
@@ -69,9 +74,20 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such route")
 }
 
-pub async fn method_not_allowed() -> Response {
-    error(
+/// 405 with the route's methods in `Allow` (RFC 9110 requires it).
+pub fn method_not_allowed(allow: HeaderValue) -> Response {
+    let mut resp = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed on this route",
-    )
+    );
+    resp.headers_mut().insert(ALLOW, allow);
+    resp
+}
+
+/// 429 with `Retry-After` in whole seconds.
+pub fn too_many_requests(limited: &Limited) -> Response {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, limited.what);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+    resp
 }

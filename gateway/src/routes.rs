@@ -5,7 +5,9 @@ use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync:
 use http_body_util::BodyExt as _;
 use rpc::{
     music::base::ErrCode,
-    runtime::{Endpoint, Envelope, RequestParts, RouteSpec, RouteVisitor, Source, Validate},
+    runtime::{
+        Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
+    },
 };
 use serde::Serialize;
 use volo::Service;
@@ -13,7 +15,7 @@ use volo_http::{
     Bytes,
     body::Body,
     context::ServerContext,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     hyper::body::Body as HttpBody,
     request::Request,
     response::Response,
@@ -23,7 +25,7 @@ use volo_http::{
     },
 };
 
-use crate::{jwt::Jwt, reply, request_id};
+use crate::{admission::client_ip, jwt::Jwt, limits::Limits, reply, request_id};
 
 /// What every route handler shares, built once at start.
 pub(crate) struct Shared {
@@ -31,13 +33,16 @@ pub(crate) struct Shared {
     pub(crate) jwt: Jwt,
     /// Largest body read, in bytes.
     pub(crate) body_limit: usize,
+    /// The log-in limits of token-issuing routes.
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// The [`RouteVisitor`] the gateway mounts routes with; hand it to a generated `visit_routes`.
 /// Collects one `MethodRouter` per path, since several methods may share a path.
 pub struct Mounter {
     shared: Arc<Shared>,
-    paths: BTreeMap<&'static str, MethodRouter>,
+    /// Each path's router, and its methods for `Allow`.
+    paths: BTreeMap<&'static str, (MethodRouter, Vec<&'static str>)>,
     /// The routes mounted so far, in visit order.
     pub(crate) mounted: Vec<&'static RouteSpec>,
     /// Routes whose method volo-http cannot route; reported, never mounted.
@@ -56,8 +61,8 @@ impl Mounter {
 
     /// Adds every collected path to `router`; wrong methods answer 405 with a JSON body.
     pub(crate) fn into_router(self, mut router: Router) -> Router {
-        for (path, methods) in self.paths {
-            router = router.route(path, methods.fallback(reply::method_not_allowed));
+        for (path, (router_of_path, methods)) in self.paths {
+            router = router.route(path, with_allow(router_of_path, &methods));
         }
         router
     }
@@ -72,7 +77,7 @@ impl RouteVisitor for Mounter {
             has_body: route.fields.iter().any(|f| f.source == Source::Body),
             _endpoint: PhantomData,
         };
-        let methods = self.paths.remove(route.router_path).unwrap_or_default();
+        let (methods, mut allowed) = self.paths.remove(route.router_path).unwrap_or_default();
         let methods = match route.method {
             "GET" => methods.get_service(service),
             "POST" => methods.post_service(service),
@@ -86,11 +91,22 @@ impl RouteVisitor for Mounter {
                 methods
             }
         };
-        self.paths.insert(route.router_path, methods);
         if !self.skipped.iter().any(|r| std::ptr::eq(*r, route)) {
             self.mounted.push(route);
+            allowed.push(route.method);
         }
+        self.paths.insert(route.router_path, (methods, allowed));
     }
+}
+
+/// `methods` of one path, and a JSON 405 naming them in `Allow` for any other method.
+pub(crate) fn with_allow(router: MethodRouter, methods: &[&str]) -> MethodRouter {
+    let allow = HeaderValue::from_str(&methods.join(", "))
+        .expect("HTTP method names are valid header text");
+    router.fallback(move || {
+        let allow = allow.clone();
+        async move { reply::method_not_allowed(allow) }
+    })
 }
 
 /// One route: auth, body, binding, validation, the RPC, the envelope.
@@ -127,6 +143,11 @@ impl<E: Endpoint> RouteService<E> {
         let route = E::ROUTE;
         let (parts, body) = req.into_parts();
         let request_id = request_id(&parts.headers);
+        if route.issue_token.is_some() {
+            if let Err(limited) = self.shared.limits.check_login_ip(client_ip(cx)) {
+                return reply::too_many_requests(&limited);
+            }
+        }
         if route.auth {
             let authorization = parts
                 .headers
@@ -181,6 +202,13 @@ impl<E: Endpoint> RouteService<E> {
         };
         if let Err(e) = request.validate() {
             return reply::error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        if route.issue_token.is_some() {
+            if let Some(account) = account(route, &http_parts) {
+                if let Err(limited) = self.shared.limits.check_login_account(&account) {
+                    return reply::too_many_requests(&limited);
+                }
+            }
         }
         let response = match E::call(&self.client, request).await {
             Ok(r) => r,
@@ -245,6 +273,25 @@ impl<E: Endpoint> RouteService<E> {
         data.insert("token".into(), token.into());
         data.insert("expires_at".into(), expires_at.into());
         reply::envelope(StatusCode::OK, 0, message, Data(&data))
+    }
+}
+
+/// On a token-issuing route, the account a log-in is for: the value of the route's first field
+/// (`username` of `LoginRequest`), as the client sent it.
+fn account(route: &RouteSpec, parts: &HttpParts<'_>) -> Option<String> {
+    let field = route.fields.first()?;
+    match field.source {
+        Source::Path => parts.path_param(field.key).map(str::to_owned),
+        Source::Header => parts.header(field.key).map(str::to_owned),
+        Source::Query => Query::parse(parts.query).get(field.key).map(str::to_owned),
+        Source::Body => {
+            let body: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(parts.body).ok()?;
+            match body.get(field.key)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        }
     }
 }
 

@@ -43,13 +43,17 @@ async fn unknown_route_is_404_with_json() {
 }
 
 #[tokio::test]
-async fn wrong_method_is_405_with_json() {
+async fn wrong_method_is_405_with_json_and_allow() {
     let gw = gateway().await;
-    gw.get("/api/user/register", &[]).await.assert_error(405);
-    gw.post_json("/healthz", "{}").await.assert_error(405);
-    gw.send(Method::DELETE, "/api/user/1", &[], None)
-        .await
-        .assert_error(405);
+    for (method, path, allow) in [
+        (Method::GET, "/api/user/register", "POST"),
+        (Method::POST, "/healthz", "GET"),
+        (Method::DELETE, "/api/user/1", "GET"),
+    ] {
+        let a = gw.send(method, path, &[], None).await;
+        a.assert_error(405);
+        assert_eq!(a.headers["allow"], allow, "{path}: {a:?}");
+    }
 }
 
 #[tokio::test]

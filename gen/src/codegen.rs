@@ -437,6 +437,8 @@ where
         .await?
         .into_parts();
     super::{trait_name}Server::new(handler)
+        // The caller's deadline, for handlers to check before expensive work.
+        .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
         .register_shutdown_hook(move || ::std::boxed::Box::pin(registration.deregister()))
         .run(incoming)
         .await

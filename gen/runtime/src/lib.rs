@@ -9,11 +9,14 @@
 //! - [`RequestParts`], [`BindError`], [`Query`]: what the generated binding code reads.
 //! - [`Validate`]: the `api.vd` rules, compiled to Rust.
 //! - [`Envelope`]: a response split into status (`BaseResp`) and data.
+//! - [`deadline`]: the caller's deadline on the server side (from the TTHeader), for handlers
+//!   to check before expensive work.
 //!
 //! Nothing here depends on an HTTP framework: the gateway adapts volo-http to [`RequestParts`].
 
 use std::{borrow::Cow, fmt, future::Future};
 
+pub mod deadline;
 pub mod vd;
 
 /// Where a request field's value comes from.

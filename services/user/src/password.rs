@@ -97,12 +97,17 @@ impl Hasher {
     }
 
     /// Runs `work` on a pool thread. A call whose caller has gone by the time a thread takes
-    /// it (its future dropped) is skipped; one that waited past `queue_timeout` is refused.
+    /// it (its future dropped, or the deadline it sent passed) is skipped; one that waited
+    /// past `queue_timeout` is refused.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        self.enqueue(work, self.queue_timeout)
+        let timeout = match rpc::runtime::deadline::remaining() {
+            Some(left) => left.min(self.queue_timeout),
+            None => self.queue_timeout,
+        };
+        self.enqueue(work, timeout)
             .await
             .map_err(|_| PasswordError::Panicked)?
     }
@@ -318,6 +323,35 @@ mod tests {
         assert!(
             !gone_ran.load(SeqCst),
             "a call whose caller left is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_gives_up_first_is_shed_at_its_deadline() {
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        let (release, held) = mpsc::channel::<()>();
+        let (start, started) = oneshot::channel();
+        let busy = hasher.enqueue(
+            move |_| {
+                let _ = start.send(());
+                held.recv().is_err()
+            },
+            Duration::from_secs(60),
+        );
+        started.await.expect("the busy job starts");
+        // The caller waits 50 ms, far less than the 60 s queue timeout.
+        let queued = hasher.clone();
+        let call = rpc::runtime::deadline::within(Duration::from_millis(50), async move {
+            queued.run(|_| "hashed").await
+        });
+        let waiting = tokio::spawn(call);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        let shed = waiting.await.unwrap();
+        assert!(
+            matches!(shed, Err(PasswordError::Busy(d)) if d <= Duration::from_millis(50)),
+            "{shed:?}"
         );
     }
 

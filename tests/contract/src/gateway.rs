@@ -14,8 +14,9 @@ pub fn jwt() -> gateway::Jwt {
     gateway::Jwt::new(SECRET.as_bytes(), Duration::from_secs(3600)).expect("a valid secret")
 }
 
-/// The gateway's flags for the etcd at `endpoints`, with the test secret; `extra` are more
-/// flags, e.g. `["--body-limit", "1KiB"]`.
+/// The gateway's flags for the etcd at `endpoints`, with the test secret and no log-in rate
+/// limits (the suite logs in hundreds of times from one address); `extra` are more flags, e.g.
+/// `["--body-limit", "1KiB"]`, and win over these.
 pub fn gateway_config(endpoints: &[String], extra: &[&str]) -> gateway::Config {
     let endpoints = endpoints.join(",");
     let mut args = vec![
@@ -24,6 +25,10 @@ pub fn gateway_config(endpoints: &[String], extra: &[&str]) -> gateway::Config {
         &endpoints,
         "--jwt-secret",
         SECRET,
+        "--login-rate-limit-per-ip",
+        "off",
+        "--login-rate-limit-per-account",
+        "off",
     ];
     args.extend_from_slice(extra);
     gateway::Config::try_parse_from(args).expect("valid gateway flags")
@@ -33,7 +38,7 @@ pub fn gateway_config(endpoints: &[String], extra: &[&str]) -> gateway::Config {
 pub struct Gateway {
     pub addr: SocketAddr,
     http: Http,
-    task: JoinHandle<Result<(), volo_http::error::BoxError>>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Gateway {
@@ -46,15 +51,20 @@ impl Gateway {
     pub async fn start_with(config: &gateway::Config) -> Gateway {
         let jwt = gateway::jwt_from_config(config).expect("a valid secret");
         let (app, _) = gateway::app(config, jwt);
-        Gateway::serve(app).await
+        Gateway::serve_with(app, &config.connection_limits()).await
     }
 
-    /// Serves `app` (for routes other than the IDL's).
+    /// Serves `app` (for routes other than the IDL's) with the default connection limits.
     pub async fn serve(app: gateway::App) -> Gateway {
+        Gateway::serve_with(app, &gateway_config(&[], &[]).connection_limits()).await
+    }
+
+    async fn serve_with(app: gateway::App, limits: &gateway::ConnectionLimits) -> Gateway {
         // Bound before serving: connections made before the accept loop starts just queue.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(gateway::serve(app, listener));
+        let limits = limits.clone();
+        let task = tokio::spawn(async move { gateway::serve(app, listener, &limits).await });
         Gateway {
             addr,
             http: Http::new(addr),

@@ -9,7 +9,7 @@ use tokio::{
 use volo_http::{
     body::BodyConversion as _,
     client::Client,
-    http::{Method, StatusCode},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
 };
 
 /// Talks HTTP/1.1 to the server at `addr`.
@@ -58,19 +58,9 @@ impl Http {
             request = request.data(body);
         }
         let resp = request.send().await.expect("the server answers");
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (status, content_type, request_id) = (
-            resp.status(),
-            header("content-type"),
-            header("x-request-id"),
-        );
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let text = resp.into_body().into_string().await.expect("a body");
-        Answer::new(status, content_type, request_id, text)
+        Answer::new(status, headers, text)
     }
 
     /// A POST whose body is sent chunked, with no declared length, over a raw connection.
@@ -109,19 +99,7 @@ impl Http {
         })
         .await;
         assert!(read.is_ok(), "the server did not answer within 10 s");
-        let raw = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let code: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("a status line");
-        Answer::new(
-            StatusCode::from_u16(code).unwrap(),
-            Some("application/json".into()),
-            None,
-            body.to_string(),
-        )
+        Answer::parse(&raw)
     }
 }
 
@@ -129,6 +107,7 @@ impl Http {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub content_type: Option<String>,
     pub request_id: Option<String>,
     pub text: String,
@@ -137,20 +116,47 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(
-        status: StatusCode,
-        content_type: Option<String>,
-        request_id: Option<String>,
-        text: String,
-    ) -> Answer {
+    fn new(status: StatusCode, headers: HeaderMap, text: String) -> Answer {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         Answer {
             status,
-            content_type,
-            request_id,
+            content_type: header("content-type"),
+            request_id: header("x-request-id"),
+            headers,
             text,
             json,
         }
+    }
+
+    /// A whole HTTP/1.1 response read from a raw connection (a body without chunked framing).
+    pub fn parse(raw: &[u8]) -> Answer {
+        let raw = String::from_utf8_lossy(raw);
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let mut lines = head.split("\r\n");
+        let code: u16 = lines
+            .next()
+            .and_then(|status| status.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            let (name, value) = line.split_once(':').expect("a header line");
+            headers.append(
+                HeaderName::try_from(name.trim()).expect("a header name"),
+                HeaderValue::try_from(value.trim()).expect("a header value"),
+            );
+        }
+        Answer::new(
+            StatusCode::from_u16(code).expect("a status code"),
+            headers,
+            body.to_string(),
+        )
     }
 
     /// `{"error": ...}` with `status`; returns the message.

@@ -1,0 +1,78 @@
+//! What every request passes before routing: size bounds on its URI and headers, and the
+//! gateway's and the client's rate limits. Refusals are cheap and answered in JSON.
+
+use std::{convert::Infallible, net::IpAddr, sync::Arc};
+
+use volo::{Service, context::Context as _, net::Address};
+use volo_http::{
+    context::ServerContext,
+    http::{HeaderMap, StatusCode},
+    request::Request,
+    response::Response,
+};
+
+use crate::{limits::Limits, reply};
+
+/// Bounds on a request head, checked before anything else reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Longest URI (path and query), in bytes: 414 above it.
+    pub max_uri_bytes: usize,
+    /// Largest sum of header names and values, in bytes: 431 above it.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct Admission<S> {
+    pub(crate) inner: S,
+    pub(crate) head: HeadLimits,
+    pub(crate) limits: Arc<Limits>,
+}
+
+impl<S> Service<ServerContext, Request> for Admission<S>
+where
+    S: Service<ServerContext, Request, Response = Response, Error = Infallible> + Send + Sync,
+{
+    type Response = Response;
+    type Error = Infallible;
+
+    async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
+        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if uri_len > self.head.max_uri_bytes {
+            return Ok(reply::error(
+                StatusCode::URI_TOO_LONG,
+                &format!("the URI is longer than {} bytes", self.head.max_uri_bytes),
+            ));
+        }
+        if header_bytes(req.headers()) > self.head.max_header_bytes {
+            return Ok(reply::error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!(
+                    "the request headers are larger than {} bytes",
+                    self.head.max_header_bytes
+                ),
+            ));
+        }
+        if let Err(limited) = self.limits.check_request(client_ip(cx)) {
+            return Ok(reply::too_many_requests(&limited));
+        }
+        self.inner.call(cx, req).await
+    }
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
+/// The address the connection comes from. Behind a proxy that is the proxy's: limits per
+/// client then need the proxy to limit, or a gateway per client network.
+pub(crate) fn client_ip(cx: &ServerContext) -> IpAddr {
+    match cx.rpc_info().caller().address() {
+        Some(Address::Ip(addr)) => addr.ip(),
+        // A Unix socket peer: one local client.
+        _ => IpAddr::from([127, 0, 0, 1]),
+    }
+}
