@@ -26,6 +26,11 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let jwt = gateway::jwt_from_config(&config).context("cannot start")?;
+    config
+        .etcd
+        .options()
+        .validate()
+        .context("cannot start: bad etcd options")?;
     let (app, routes) = gateway::app(&config, jwt);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -76,6 +76,21 @@ fn a_missing_secret_is_refused_outside_development_mode() {
     );
 }
 
+#[test]
+fn a_malformed_etcd_endpoint_stops_the_gateway_at_start() {
+    let out = gateway()
+        .args(["--listen", "127.0.0.1:0", "--dev"])
+        .args(["--etcd-endpoints", "127.0.0.1:2379,localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#""localhost" is not host:port"#),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     let mut cmd = gateway();

@@ -312,3 +312,20 @@ fn print_routes_lists_every_idl_route() {
     );
     assert_eq!(text.lines().count(), rpc::ROUTES.len());
 }
+
+#[tokio::test]
+async fn with_no_instance_known_the_answer_does_not_wait_for_the_rpc_timeout() {
+    let gw = Gateway::start_with(&gateway_config(
+        &no_etcd(),
+        &["--rpc-timeout", "60s", "--etcd-dial-timeout", "120s"],
+    ))
+    .await;
+    let login = gw.post_json(
+        "/api/user/login",
+        r#"{"username": "alice", "password": "secret1"}"#,
+    );
+    let a = tokio::time::timeout(std::time::Duration::from_secs(30), login)
+        .await
+        .expect("an answer before the 60 s RPC timeout");
+    assert_eq!(a.code(), 10001, "{a:?}");
+}

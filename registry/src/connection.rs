@@ -137,6 +137,34 @@ where
     }
 }
 
+impl EtcdOptions {
+    /// Checks what can be checked without etcd: endpoints are `host:port` (optionally with
+    /// a scheme that agrees with the TLS setting). A program calls it at start, so that a typo
+    /// stops it with a clear message instead of failing every call later.
+    pub fn validate(&self) -> Result<(), Error> {
+        endpoint_urls(self).map(drop)
+    }
+}
+
+/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
+fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
 /// Endpoint URLs for etcd-client: an explicit scheme must agree with the TLS setting, a
 /// scheme-less endpoint gets `https://` exactly when TLS is configured.
 pub(crate) fn endpoint_urls(options: &EtcdOptions) -> Result<Vec<String>, Error> {
@@ -157,7 +185,7 @@ pub(crate) fn endpoint_urls(options: &EtcdOptions) -> Result<Vec<String>, Error>
                 (None, e)
             };
             let rest = rest.trim_end_matches('/');
-            if rest.is_empty() || rest.contains('/') || rest.contains("://") {
+            if !is_host_port(rest) {
                 return Err(Error::InvalidOptions(format!(
                     "endpoint {raw:?} is not host:port (optionally with http:// or https://)"
                 )));
@@ -489,6 +517,31 @@ mod tests {
         assert!(endpoint_urls(&opts(&["http://h:1"], true)).is_err());
         assert!(endpoint_urls(&opts(&[], false)).is_err());
         assert!(endpoint_urls(&opts(&["h:1/x"], false)).is_err());
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused_before_any_connect() {
+        for bad in [
+            "localhost",
+            "h:",
+            ":2379",
+            "h:abc",
+            "h:0",
+            "h:70000",
+            "a b:1",
+            "http://",
+        ] {
+            let err = opts(&[bad], false).validate().unwrap_err();
+            assert!(err.to_string().contains("host:port"), "{bad}: {err}");
+        }
+        for good in [
+            "localhost:2379",
+            "[::1]:2379",
+            "http://10.0.0.1:2379",
+            "etcd-0.x:1",
+        ] {
+            assert!(opts(&[good], false).validate().is_ok(), "{good}");
+        }
     }
 
     #[cfg(not(feature = "tls"))]

@@ -106,6 +106,9 @@ impl ServiceState {
 struct Snapshot {
     /// Whether etcd answered at least once.
     loaded: bool,
+    /// Whether the last round failed before it could list: a `discover()` with nothing
+    /// loaded then fails at once instead of making its caller wait for the dial timeout.
+    failing: bool,
     /// Bumped on every published change.
     version: u64,
     /// Sorted by address.
@@ -207,8 +210,11 @@ impl Inner {
     async fn wait_loaded(&self, name: &str, state: &ServiceState) -> Result<Snapshot, Error> {
         let timeout = self.conn.timeout();
         let mut rx = state.snapshot.subscribe();
-        if let Ok(Ok(s)) = tokio::time::timeout(timeout, rx.wait_for(|s| s.loaded)).await {
-            return Ok(s.clone());
+        let answered = tokio::time::timeout(timeout, rx.wait_for(|s| s.loaded || s.failing));
+        if let Ok(Ok(s)) = answered.await {
+            if s.loaded {
+                return Ok(s.clone());
+            }
         }
         let endpoints = self.conn.endpoints();
         Err(match state.failure() {
@@ -365,6 +371,9 @@ impl WatchTask {
             let end = self.round(&mut health).await;
             self.state
                 .set_failure(Some(end.failure(self.conn.options())));
+            self.state
+                .snapshot
+                .send_if_modified(|s| !std::mem::replace(&mut s.failing, true));
             if let RoundEnd::Call(_, generation) = &end {
                 self.conn.invalidate(*generation).await;
             }
@@ -491,8 +500,9 @@ impl WatchTask {
         let next = sorted(current.values().cloned().collect());
         let mut previous = None;
         self.state.snapshot.send_if_modified(|s| {
+            let recovered = std::mem::replace(&mut s.failing, false);
             if s.loaded && s.instances == next {
-                return false;
+                return recovered;
             }
             previous = Some(std::mem::replace(&mut s.instances, next.clone()));
             s.loaded = true;

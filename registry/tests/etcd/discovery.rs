@@ -187,3 +187,22 @@ async fn shared_discoverers_share_one_watch() {
     .await
     .expect("removal pushed to the other handle in time");
 }
+
+#[tokio::test]
+async fn with_etcd_unreachable_and_nothing_known_discovery_fails_at_once() {
+    init_tracing();
+    // Nothing listens on port 1 of the loopback: every connect is refused at once. The dial
+    // timeout is long, so an answer within the deadline below means nobody waited for it.
+    let mut options = volo_etcd::EtcdOptions::with_endpoints(["127.0.0.1:1"]);
+    options.dial_timeout = Duration::from_secs(120);
+    let discover = EtcdDiscover::new(options);
+    let endpoint = Endpoint::new("user".into());
+    for attempt in 0..3 {
+        let answer = tokio::time::timeout(Duration::from_secs(30), discover.discover(&endpoint));
+        let error = answer
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} waited for the dial timeout"))
+            .expect_err("no instances without etcd");
+        assert!(error.to_string().contains("not loaded"), "{error}");
+    }
+}
