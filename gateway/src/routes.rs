@@ -143,10 +143,10 @@ impl<E: Endpoint> RouteService<E> {
         let route = E::ROUTE;
         let (parts, body) = req.into_parts();
         let request_id = request_id(&parts.headers);
-        if route.issue_token.is_some() {
-            if let Err(limited) = self.shared.limits.check_login_ip(client_ip(cx)) {
-                return reply::too_many_requests(&limited);
-            }
+        if route.issue_token.is_some()
+            && let Err(limited) = self.shared.limits.check_login_ip(client_ip(cx))
+        {
+            return reply::too_many_requests(&limited);
         }
         if route.auth {
             let authorization = parts
@@ -203,12 +203,11 @@ impl<E: Endpoint> RouteService<E> {
         if let Err(e) = request.validate() {
             return reply::error(StatusCode::BAD_REQUEST, &e.to_string());
         }
-        if route.issue_token.is_some() {
-            if let Some(account) = account(route, &http_parts) {
-                if let Err(limited) = self.shared.limits.check_login_account(&account) {
-                    return reply::too_many_requests(&limited);
-                }
-            }
+        if route.issue_token.is_some()
+            && let Some(account) = account(route, &http_parts)
+            && let Err(limited) = self.shared.limits.check_login_account(&account)
+        {
+            return reply::too_many_requests(&limited);
         }
         let response = match E::call(&self.client, request).await {
             Ok(r) => r,

@@ -461,17 +461,12 @@ where
 }}
 
 /// A client that finds instances through etcd and follows them live, with the options'
-/// timeouts and retries. Call inside a Tokio runtime.
+/// timeouts, retries (transport errors; timed-out attempts under a retry budget), per-instance
+/// circuit breaker and latency-aware balancing (`volo_etcd::configure_client`). Call inside a
+/// Tokio runtime.
 pub fn client(options: &::volo_etcd::ClientOptions) -> super::{trait_name}Client {{
-    let discover = ::volo_etcd::EtcdDiscover::shared(&options.etcd);
     let name = options.service_name.clone().unwrap_or_else(|| REGISTRY_NAME.to_string());
-    super::{trait_name}ClientBuilder::new(name)
-        .discover(discover.clone())
-        .load_balance(::volo::loadbalance::random::WeightedRandomBalance::with_discover(&discover))
-        .rpc_timeout(::std::option::Option::Some(options.rpc_timeout))
-        .connect_timeout(::std::option::Option::Some(options.connect_timeout))
-        .retry_count(options.retry_count)
-        .build()
+    ::volo_etcd::configure_client(super::{trait_name}ClientBuilder::new(name), options).build()
 }}
 "#
     )

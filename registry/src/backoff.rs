@@ -4,10 +4,12 @@ use std::time::Duration;
 
 /// First retry delay after a failure.
 pub(crate) const INITIAL: Duration = Duration::from_millis(100);
-/// Longest delay between two retries.
-pub(crate) const MAX: Duration = Duration::from_secs(5);
+/// Longest delay between two retries: an instance registers again, and a client lists again,
+/// within 2 s of etcd's return (1 to 2 s with jitter), which even a thousand instances
+/// retrying together keep far below what one etcd member serves.
+pub(crate) const MAX: Duration = Duration::from_secs(2);
 
-/// Delays 100 ms, 200 ms, 400 ms ... up to 5 s, each with "equal jitter" (between half and
+/// Delays 100 ms, 200 ms, 400 ms ... up to 2 s, each with "equal jitter" (between half and
 /// all of the nominal delay) so many instances that lost etcd together do not retry in step.
 #[derive(Debug)]
 pub(crate) struct Backoff {

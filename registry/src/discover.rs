@@ -35,6 +35,10 @@ use crate::{
 /// every change carries the full list.
 const CHANGE_CAPACITY: usize = 64;
 
+/// After etcd lost its data (wiped, or restored from an older backup), how long the instances
+/// known before stay listed while they register again; registrations retry within 2 s.
+const CARRY_OVER: Duration = Duration::from_secs(15);
+
 /// How long after answering `discover()` we check whether the list changed in between.
 /// Volo's balancer stores the answer only after `discover()` returns and ignores changes for
 /// keys it has not stored yet, so a change in that gap would be lost without this re-send.
@@ -196,6 +200,9 @@ impl Inner {
             state: state.clone(),
             changes: self.changes.clone(),
             warned: HashSet::new(),
+            revision: 0,
+            listed: BTreeMap::new(),
+            carried: None,
         };
         let mut alive = self.alive.clone();
         tokio::spawn(async move {
@@ -211,10 +218,10 @@ impl Inner {
         let timeout = self.conn.timeout();
         let mut rx = state.snapshot.subscribe();
         let answered = tokio::time::timeout(timeout, rx.wait_for(|s| s.loaded || s.failing));
-        if let Ok(Ok(s)) = answered.await {
-            if s.loaded {
-                return Ok(s.clone());
-            }
+        if let Ok(Ok(s)) = answered.await
+            && s.loaded
+        {
+            return Ok(s.clone());
         }
         let endpoints = self.conn.endpoints();
         Err(match state.failure() {
@@ -360,6 +367,13 @@ struct WatchTask {
     changes: Sender<Change<FastStr>>,
     /// Keys (with their mod revision) already reported as unusable, to warn once each.
     warned: HashSet<(String, i64)>,
+    /// The highest store revision seen: a listing below it means etcd lost its data.
+    revision: i64,
+    /// What etcd listed last (before carried-over instances are added).
+    listed: BTreeMap<String, Arc<Instance>>,
+    /// Instances known before etcd lost its data, listed until they register again or until
+    /// the deadline, so that a wiped etcd does not empty every client's list at once.
+    carried: Option<(BTreeMap<String, Arc<Instance>>, tokio::time::Instant)>,
 }
 
 impl WatchTask {
@@ -415,6 +429,21 @@ impl WatchTask {
         };
         let revision = listed.header().map_or(0, |h| h.revision());
         self.state.set_failure(None);
+        if revision < self.revision {
+            tracing::warn!(
+                service = %self.name,
+                was = self.revision,
+                now = revision,
+                "etcd's revision went back: it lost its data; keeping the {} instances known \
+                 before for up to {CARRY_OVER:?} while they register again",
+                self.listed.len()
+            );
+            self.carried = Some((
+                std::mem::take(&mut self.listed),
+                tokio::time::Instant::now() + CARRY_OVER,
+            ));
+        }
+        self.revision = revision;
         let mut current: BTreeMap<String, Arc<Instance>> = BTreeMap::new();
         for kv in listed.kvs() {
             self.apply_put(&mut current, kv);
@@ -446,8 +475,20 @@ impl WatchTask {
             Err(e) => return RoundEnd::Call(e, generation),
         };
         loop {
-            match stream.message().await {
+            let carried_until = self.carried.as_ref().map(|(_, until)| *until);
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = sleep_until_some(carried_until) => {
+                    self.carried = None;
+                    self.publish(&current);
+                    continue;
+                }
+            };
+            match message {
                 Ok(Some(resp)) => {
+                    if let Some(header) = resp.header() {
+                        self.revision = self.revision.max(header.revision());
+                    }
                     if resp.canceled() {
                         let why = if resp.compact_revision() > 0 {
                             format!("revision compacted up to {}", resp.compact_revision())
@@ -495,9 +536,17 @@ impl WatchTask {
         }
     }
 
-    /// Publishes the list and broadcasts a change when it differs from the last one.
-    fn publish(&self, current: &BTreeMap<String, Arc<Instance>>) {
-        let next = sorted(current.values().cloned().collect());
+    /// Publishes the list (with any carried-over instances) and broadcasts a change when it
+    /// differs from the last one.
+    fn publish(&mut self, current: &BTreeMap<String, Arc<Instance>>) {
+        self.listed = current.clone();
+        let mut all = current.clone();
+        if let Some((carried, _)) = &self.carried {
+            for (key, instance) in carried {
+                all.entry(key.clone()).or_insert_with(|| instance.clone());
+            }
+        }
+        let next = sorted(all.into_values().collect());
         let mut previous = None;
         self.state.snapshot.send_if_modified(|s| {
             let recovered = std::mem::replace(&mut s.failing, false);
@@ -515,6 +564,14 @@ impl WatchTask {
                 .changes
                 .try_broadcast(change(self.name.clone(), &prev, &next));
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

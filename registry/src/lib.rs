@@ -14,6 +14,12 @@
 //!   known instances while etcd is unreachable.
 //! - `shutdown`: [`Shutdown`] and [`ShutdownIncoming`], to stop a volo-thrift server without
 //!   signals (its shutdown hooks, and so deregistration, still run).
+//! - Client resilience, for any volo-thrift client ([`configure_client`] wires it all):
+//!   `health` ([`Health`], [`HealthLayer`]: per-instance calls in flight, latency average and
+//!   circuit breaker, recorded after the balancer chose), `breaker` (the breaker's state
+//!   machine), `balance` ([`P2cBalance`]: power of two choices on load, skipping open
+//!   breakers), `retry` ([`RetryLayer`]: per-attempt timeout retried on another instance
+//!   under a [`RetryBudget`]), `client` ([`configure_client`], [`Resilience`]).
 //! - [`record`]: the JSON record and key layout of registry-etcd.
 //! - `serve`: [`ServeError`], what a generated `serve()` (announce + run) returns.
 //! - `cli` (feature `cli`): `EtcdArgs`, the etcd flags of a binary (`--etcd-endpoints`,
@@ -44,26 +50,37 @@
 
 mod address;
 mod backoff;
+mod balance;
+mod breaker;
 #[cfg(feature = "cli")]
 mod cli;
+mod client;
 mod connection;
 mod discover;
 mod error;
+mod health;
 pub mod options;
 pub mod record;
 mod registration;
+mod retry;
 mod serve;
 mod shutdown;
+mod window;
 
 pub use address::{ENV_IP_TO_REGISTRY, ENV_PORT_TO_REGISTRY, routable_address};
+pub use balance::{P2cBalance, P2cPicker};
+pub use breaker::BreakerState;
 #[cfg(feature = "cli")]
 pub use cli::EtcdArgs;
+pub use client::{Resilience, configure_client};
 pub use discover::EtcdDiscover;
 pub use error::{CallError, Error, validate_service_name};
+pub use health::{Health, HealthLayer, HealthService, InstanceHealth};
 pub use options::{
-    ClientOptions, Credentials, DEFAULT_PREFIX, DEFAULT_WEIGHT, EtcdOptions, RegisterOptions,
-    ServeOptions, TlsOptions,
+    BreakerOptions, ClientOptions, Credentials, DEFAULT_PREFIX, DEFAULT_WEIGHT, EtcdOptions,
+    RegisterOptions, RetryBudgetOptions, ServeOptions, TlsOptions,
 };
 pub use registration::{Announced, Registration, announce, register};
+pub use retry::{RetryBudget, RetryLayer, RetryService};
 pub use serve::ServeError;
 pub use shutdown::{Shutdown, ShutdownIncoming};

@@ -174,20 +174,36 @@ impl ServeOptions {
     }
 }
 
-/// Client defaults of the seed (Kitex easy_note): rpc timeout 3 s, connect timeout 50 ms,
-/// 2 retries, service name from the IDL.
+/// How a generated client calls: the seed's settings (Kitex easy_note: rpc timeout 3 s, connect
+/// timeout 50 ms, 2 retries, service name from the IDL) plus what Kitex and go-zero users get
+/// built in and Volo lacks: a per-attempt timeout retried on another instance under a retry
+/// budget, a per-instance circuit breaker and latency-aware (p2c) balancing. See
+/// [`configure_client`](crate::configure_client) for how the pieces fit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Name to resolve in etcd; `None` means the IDL service's name.
     pub service_name: Option<String>,
     /// Where the registry lives.
     pub etcd: EtcdOptions,
-    /// Whole-call deadline (volo-thrift has none by default).
+    /// Whole-call deadline, every attempt included (volo-thrift has none by default). A
+    /// per-call `CallOpt` rpc timeout replaces it for that call.
     pub rpc_timeout: Duration,
     /// TCP connect deadline per attempt.
     pub connect_timeout: Duration,
-    /// Extra attempts on transport errors, each on another picked instance.
+    /// Extra attempts on transport errors (refused, reset, ...), each on another picked
+    /// instance: Volo's own retry, inside one attempt, not limited by `retry_budget` (a refused
+    /// connection cost the callee nothing).
     pub retry_count: usize,
+    /// How long one attempt may take before the call is retried on another instance, while
+    /// `rpc_timeout` and `retry_budget` allow; without a retry to make, the attempt goes on
+    /// until `rpc_timeout`. Default 1 s, a third of the default `rpc_timeout`: a hung instance
+    /// costs a call about a second and the retry still has two. Keep it above the callee's
+    /// slowest normal answer; zero, or a value not below `rpc_timeout`, turns it off.
+    pub attempt_timeout: Duration,
+    /// The per-instance circuit breaker.
+    pub breaker: BreakerOptions,
+    /// How many timed-out attempts may be retried.
+    pub retry_budget: RetryBudgetOptions,
 }
 
 impl Default for ClientOptions {
@@ -198,6 +214,91 @@ impl Default for ClientOptions {
             rpc_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_millis(50),
             retry_count: 2,
+            attempt_timeout: Duration::from_secs(1),
+            breaker: BreakerOptions::default(),
+            retry_budget: RetryBudgetOptions::default(),
+        }
+    }
+}
+
+/// The circuit breaker of each instance (Kitex's instance breaker, go-zero's SRE breaker).
+///
+/// Counted as failures: transport and protocol errors and timed-out attempts. An answer, even
+/// an exception, is a success: the instance is alive. The breaker opens when
+///
+/// - connecting to the instance is refused (or reset, or the host is unreachable), or a
+///   connection broke mid-call and connecting again is refused: at once, since a dead
+///   process's key stays in etcd until its lease expires;
+/// - `consecutive_failures` calls in a row failed, none more than `window` after the previous;
+/// - at least `min_samples` calls ended in `window` and `failure_percent` of them failed.
+///
+/// Open, the instance gets no calls for `cooldown`; then it is half-open: calls go through one
+/// at a time, `half_open_probes` successes close it, a failure opens it again. When every
+/// instance is open, the balancer still picks among them rather than fail the call.
+///
+/// Default: enabled, 10 s window, 20 samples, 50 %, 2 in a row, 5 s cooldown, 3 probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerOptions {
+    /// Off: no instance is ever skipped (latency and load still steer the balancer).
+    pub enabled: bool,
+    /// How far back the failure rate looks, counted in ten buckets. 10 s like Kitex and
+    /// go-zero: long enough to hold `min_samples` at moderate traffic.
+    pub window: Duration,
+    /// Calls in `window` below which the failure rate is not judged: 20, so an occasional
+    /// error at low traffic (under 2 calls/s) never opens the breaker through the rate.
+    pub min_samples: u32,
+    /// Failure rate (percent of calls in `window`) that opens the breaker: 50, Kitex's.
+    pub failure_percent: u32,
+    /// Failures in a row that open the breaker: 2. One failure may be bad luck, two with no
+    /// success between are a pattern. It is what catches a hung or dead instance quickly:
+    /// the balancer already keeps most calls away from it, so it never reaches `min_samples`,
+    /// but at about one call per second (the balancer's forced pick) it is out within ~2 s.
+    /// 0 turns this rule off.
+    pub consecutive_failures: u32,
+    /// How long an open breaker keeps the instance out before probing it: 5 s, so a healed
+    /// instance is back soon while a still-broken one costs one probe per 5 s.
+    pub cooldown: Duration,
+    /// Successful probes (one at a time) that close a half-open breaker: 3.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            min_samples: 20,
+            failure_percent: 50,
+            consecutive_failures: 2,
+            cooldown: Duration::from_secs(5),
+            half_open_probes: 3,
+        }
+    }
+}
+
+/// Bounds the retries of timed-out attempts, so that retries cannot multiply the load on a
+/// struggling service (Finagle's `RetryBudget`, Kitex's failure-retry percentage): over the
+/// last `window`, retries may reach `percent` of calls plus `floor_per_second` per second.
+///
+/// Default: 20 % over 10 s, plus 1 per second.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryBudgetOptions {
+    /// Retries allowed per 100 calls: 20, so at worst a call costs 1.2 attempts on average.
+    pub percent: u32,
+    /// Retries allowed per second whatever the traffic: 1, so a client making a few calls per
+    /// second can still retry a hung instance's timeouts, at the cost of at most one extra
+    /// attempt per second when everything is down.
+    pub floor_per_second: u32,
+    /// How far back calls and retries are counted: 10 s, like Finagle.
+    pub window: Duration,
+}
+
+impl Default for RetryBudgetOptions {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            floor_per_second: 1,
+            window: Duration::from_secs(10),
         }
     }
 }
@@ -218,6 +319,20 @@ mod tests {
         assert_eq!(c.rpc_timeout, Duration::from_secs(3));
         assert_eq!(c.connect_timeout, Duration::from_millis(50));
         assert_eq!(c.retry_count, 2);
+        // What a Kitex easy_note client does not have: attempt timeout a third of the rpc
+        // timeout, breaker and retry budget on.
+        assert_eq!(c.attempt_timeout, c.rpc_timeout / 3);
+        assert!(c.breaker.enabled);
+        assert_eq!(c.breaker.window, Duration::from_secs(10));
+        assert_eq!((c.breaker.min_samples, c.breaker.failure_percent), (20, 50));
+        assert_eq!(c.breaker.consecutive_failures, 2);
+        assert_eq!(c.breaker.cooldown, Duration::from_secs(5));
+        assert_eq!(c.breaker.half_open_probes, 3);
+        assert_eq!(
+            (c.retry_budget.percent, c.retry_budget.floor_per_second),
+            (20, 1)
+        );
+        assert_eq!(c.retry_budget.window, Duration::from_secs(10));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! test-support), so they run in parallel. Every wait polls a condition with a deadline.
 
 mod auth;
+mod client;
 mod cluster;
 mod common;
 mod compaction;

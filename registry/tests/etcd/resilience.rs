@@ -67,6 +67,64 @@ async fn wiped_etcd_gets_the_instance_again() {
 }
 
 #[tokio::test]
+async fn after_a_wipe_the_instances_known_before_stay_listed_while_they_register_again() {
+    init_tracing();
+    let mut etcd = Etcd::start().await;
+    let mut raw = raw_client(&etcd).await;
+    // An instance that will not register again after the wipe (no one keeps it)...
+    let gone: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    raw.put(
+        format!("kitex/registry-etcd/user/{gone}"),
+        format!(r#"{{"network":"tcp","address":"{gone}","weight":10,"tags":null}}"#),
+        None,
+    )
+    .await
+    .unwrap();
+    // ...history, so that the wiped store's revision is clearly behind...
+    for n in 0..20 {
+        raw.put(format!("unrelated/{n}"), "x", None).await.unwrap();
+    }
+    // ...and one that will.
+    let reg = register_local(&serve_options(&etcd, "user")).await;
+    let discover = EtcdDiscover::new(etcd_options(&etcd));
+    let mut listed = addresses(&discover.instances("user").await.unwrap());
+    listed.sort();
+    let mut before = vec![gone, reg.address()];
+    before.sort();
+    assert_eq!(listed, before);
+
+    etcd.restart_wiped().await;
+    // Until the kept instance is registered again (and a little after, for the discoverer to
+    // list it), the other one is never dropped.
+    let mut lists = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut polls_after = 0;
+    while polls_after < 10 {
+        lists.push(addresses(&discover.instances("user").await.unwrap()));
+        if value_at(&etcd, reg.key()).await.is_some() {
+            polls_after += 1;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not registered again: {lists:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lists.iter().all(|l| l.contains(&gone)),
+        "an instance known before the wipe was dropped at once: {lists:?}"
+    );
+    // It does not come back, so it goes once the carry-over ends.
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            addresses(&discover.instances("user").await.unwrap()) == [reg.address()]
+        })
+        .await
+    );
+    reg.deregister().await;
+}
+
+#[tokio::test]
 async fn discovery_keeps_the_last_instances_while_etcd_is_down() {
     init_tracing();
     let mut etcd = Etcd::start().await;

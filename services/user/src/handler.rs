@@ -203,14 +203,21 @@ impl UserService for Handler {
 pub const REQUEST_ID: &str = "REQUEST_ID";
 
 /// Runs one call in a span that names the method and, when the caller sent one, its request
-/// id, so every log line of the call can be matched with the caller's; at debug level, one
-/// line per call with its status code.
+/// id and deadline, so every log line of the call can be matched with the caller's; at debug
+/// level, one line per call with its status code.
 async fn traced<R: HasStatus>(method: &'static str, call: impl Future<Output = R>) -> R {
     let request_id = rpc::volo::METAINFO
         .try_with(|metainfo| metainfo.borrow().get_upstream(REQUEST_ID))
         .ok()
         .flatten();
-    let span = tracing::info_span!("call", method, request_id = request_id.as_deref());
+    // How long the caller still waits, when it said (TTHeader `RPCTimeout`).
+    let deadline_ms = rpc::runtime::deadline::remaining().map(|left| left.as_millis() as u64);
+    let span = tracing::info_span!(
+        "call",
+        method,
+        request_id = request_id.as_deref(),
+        deadline_ms
+    );
     async {
         let answer = call.await;
         tracing::debug!(code = answer.status_code(), "answered");

@@ -37,9 +37,9 @@ fn user_service_with_env(
     }
     command
         .args(args)
+        .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .current_dir(data)
-        .env("RUST_LOG", "info")
         .env_remove("RUST_BACKTRACE");
     ChildProcess::spawn(command).expect("start user-service")
 }
@@ -357,4 +357,46 @@ async fn a_flood_of_logins_keeps_memory_bounded_and_other_methods_answering() {
     );
 
     stops_on_sigterm_deregistered(&mut svc, &etcd, &key).await;
+}
+
+/// A caller's RPC timeout travels in the TTHeader; the handler sees how long is left.
+#[tokio::test]
+async fn the_callers_deadline_reaches_the_handler() {
+    use rpc::{
+        music::service::user::{GetUserRequest, user_service},
+        volo_etcd::{ClientOptions, EtcdOptions},
+    };
+
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let endpoint = etcd.endpoint();
+    let svc = user_service_with_env(
+        &["--listen", &listen, "--etcd-endpoints", &endpoint],
+        &[("RUST_LOG", "info,user_service=debug")],
+        dir.path(),
+    );
+    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
+    assert!(etcd.wait_for_key(&key, true, Duration::from_secs(20)).await);
+    let client = user_service::client(&ClientOptions {
+        etcd: EtcdOptions::with_endpoints([endpoint.clone()]),
+        rpc_timeout: Duration::from_millis(2500),
+        ..ClientOptions::default()
+    });
+    let got = client.get_user(GetUserRequest { user_id: 1 }).await;
+    assert!(got.is_ok(), "{got:?}");
+    let logged = test_support::wait_until(Duration::from_secs(10), || {
+        let out = svc.output();
+        async move { out.contains("answered") }
+    })
+    .await;
+    let out = svc.output();
+    assert!(logged, "no answer logged:\n{out}");
+    let deadline_ms: u64 = out
+        .split("deadline_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no deadline in the call's span:\n{out}"));
+    assert!((1..=2500).contains(&deadline_ms), "{deadline_ms}");
 }
