@@ -14,7 +14,8 @@
 //! - **calls to replica b** (hung and proxy faults): Thrift messages the gateway sent towards
 //!   b, counted by the proxy in front of it as they are read (also when b is hung or they are
 //!   lost or delayed). They have "stopped" from the point of the fault after which no second
-//!   sends b more than 5% of the rate before the fault (room for a breaker's probes); they
+//!   sends b more than 5% of the rate before the fault, or [`PROBES_PER_SECOND`] if that is
+//!   more (room for a half-open breaker's probes, whatever b's share was); they
 //!   "resume" at the first second after the fault with at least half that rate (at most a
 //!   quarter of the load's rate: a latency-aware balancer may have favoured b before).
 
@@ -524,13 +525,17 @@ async fn kill_9(stack: &mut Stack, settings: Settings) -> anyhow::Result<Outcome
     Ok(o)
 }
 
+/// Calls a half-open circuit breaker lets through in a second: its probes, one at a time.
+const PROBES_PER_SECOND: f64 = 3.0;
+
 /// The goal's second part for hung and proxy faults, from the proxy's message counts.
 fn calls_to_b(o: &mut Outcome, samples: &[(f64, u64)], start: f64, end: f64, load_rate: u32) {
     let before = rate(samples, 1.0, start).unwrap_or(0.0);
     // Calls have stopped from the point after which no second of the fault (100 ms steps)
-    // sends b more than 5% of `before`.
+    // sends b more than `allowed`.
+    let allowed = (before * 0.05).max(PROBES_PER_SECOND);
     let stopped_after = match grid(start, end - 1.0)
-        .filter(|t| rate(samples, *t, t + 1.0).is_some_and(|r| r > before * 0.05))
+        .filter(|t| rate(samples, *t, t + 1.0).is_some_and(|r| r > allowed))
         .last()
     {
         None => Some(0.0),
@@ -547,8 +552,8 @@ fn calls_to_b(o: &mut Outcome, samples: &[(f64, u64)], start: f64, end: f64, loa
         format!(
             "before the fault {before:.0} calls/s to b; from +{STOP_WITHIN:.0} s to the fault's end {calls_late} calls ({after_window:.1}/s); {}",
             match stopped_after {
-                Some(s) => format!("no second starting from +{s:.1} s on has more than 5% of that"),
-                None => "still more than 5% of that in the fault's last second".into(),
+                Some(s) => format!("no second starting from +{s:.1} s on has more than {allowed:.1} calls"),
+                None => format!("still more than {allowed:.1} calls in the fault's last second"),
             }
         ),
     );
