@@ -114,7 +114,10 @@ impl Limits {
         let limits = Arc::new(Self {
             global: rates.global.quota().map(DefaultDirectRateLimiter::direct),
             per_ip: rates.per_ip.quota().map(DefaultKeyedRateLimiter::keyed),
-            login_per_ip: rates.login_per_ip.quota().map(DefaultKeyedRateLimiter::keyed),
+            login_per_ip: rates
+                .login_per_ip
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
             login_per_account: rates
                 .login_per_account
                 .quota()
@@ -249,8 +252,14 @@ mod tests {
         }
         let limited = l.check_login_account("alice").unwrap_err();
         // One attempt comes back every 20 s.
-        assert!((1..=20).contains(&limited.retry_after_secs()), "{limited:?}");
-        assert!(l.check_login_account("bob").is_ok(), "accounts are separate");
+        assert!(
+            (1..=20).contains(&limited.retry_after_secs()),
+            "{limited:?}"
+        );
+        assert!(
+            l.check_login_account("bob").is_ok(),
+            "accounts are separate"
+        );
     }
 
     #[test]

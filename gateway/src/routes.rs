@@ -3,11 +3,10 @@
 use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync::Arc};
 
 use http_body_util::BodyExt as _;
+use metainfo::{Forward as _, METAINFO};
 use rpc::{
     music::base::ErrCode,
-    runtime::{
-        Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
-    },
+    runtime::{Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate},
 };
 use serde::Serialize;
 use volo::Service;
@@ -26,6 +25,9 @@ use volo_http::{
 };
 
 use crate::{admission::client_ip, jwt::Jwt, limits::Limits, reply, request_id};
+
+/// The metainfo key the request id travels under (the name Kitex services use).
+const RPC_REQUEST_ID: &str = "REQUEST_ID";
 
 /// What every route handler shares, built once at start.
 pub(crate) struct Shared {
@@ -209,6 +211,13 @@ impl<E: Endpoint> RouteService<E> {
         {
             return reply::too_many_requests(&limited);
         }
+        // The id reaches the service as Kitex's metainfo value `REQUEST_ID`: its log lines
+        // carry it, and a registration retried on another instance is known as the same one.
+        let _ = METAINFO.try_with(|metainfo| {
+            metainfo
+                .borrow_mut()
+                .set_transient(RPC_REQUEST_ID, request_id.to_owned())
+        });
         let response = match E::call(&self.client, request).await {
             Ok(r) => r,
             Err(e) => {

@@ -275,9 +275,7 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.0;
-        activity
-            .idle_since
-            .store(activity.now(), Ordering::Relaxed);
+        activity.idle_since.store(activity.now(), Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

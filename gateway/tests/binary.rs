@@ -166,10 +166,7 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     // The request in flight is answered in full, and its connection then closed.
     in_flight.write_all(&body[10..]).await.unwrap();
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(10),
-        in_flight.read_to_end(&mut answer),
-    );
+    let read = tokio::time::timeout(Duration::from_secs(10), in_flight.read_to_end(&mut answer));
     assert!(read.await.is_ok(), "the request in flight was not answered");
     let answer = test_support::Answer::parse(&answer);
     assert!(answer.assert_error(400).contains("username"), "{answer:?}");

@@ -112,9 +112,10 @@ impl Handler {
         // The gateway validates too, but it is not the only caller.
         req.validate()?;
         let hash = self.hasher.hash(req.password.to_string()).await?;
+        let request_id = callers_request_id();
         match self
             .store
-            .create_user(&req.username, &hash, unix_now())
+            .create_user(&req.username, &hash, unix_now(), request_id.as_deref())
             .await
         {
             Ok(id) => Ok(id),
@@ -202,14 +203,21 @@ impl UserService for Handler {
 /// with `metainfo.WithValue(ctx, "REQUEST_ID", id)` over TTHeader.
 pub const REQUEST_ID: &str = "REQUEST_ID";
 
+/// The caller's `REQUEST_ID`, when it sent one of a sane length.
+fn callers_request_id() -> Option<String> {
+    rpc::volo::METAINFO
+        .try_with(|metainfo| metainfo.borrow().get_upstream(REQUEST_ID))
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map(|id| id.to_string())
+}
+
 /// Runs one call in a span that names the method and, when the caller sent one, its request
 /// id and deadline, so every log line of the call can be matched with the caller's; at debug
 /// level, one line per call with its status code.
 async fn traced<R: HasStatus>(method: &'static str, call: impl Future<Output = R>) -> R {
-    let request_id = rpc::volo::METAINFO
-        .try_with(|metainfo| metainfo.borrow().get_upstream(REQUEST_ID))
-        .ok()
-        .flatten();
+    let request_id = callers_request_id();
     // How long the caller still waits, when it said (TTHeader `RPCTimeout`).
     let deadline_ms = rpc::runtime::deadline::remaining().map(|left| left.as_millis() as u64);
     let span = tracing::info_span!(

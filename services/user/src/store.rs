@@ -98,22 +98,42 @@ impl Store {
     }
 
     /// Inserts a user; `Duplicate` when the name is taken.
+    /// Inserts a user; `Duplicate` when the name is taken, except by a row that this same
+    /// `request_id` inserted: that is a retry of this registration, answered with its id.
     pub async fn create_user(
         &self,
         username: &str,
         password_hash: &str,
         created_at: i64,
+        request_id: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        let inserted = sqlx::query(
+            "INSERT INTO users (username, password_hash, created_at, request_id) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(created_at)
+        .bind(request_id)
         .fetch_one(&self.pool)
         .await
-        .map_err(duplicate_or_query)?;
-        Ok(row.try_get("id")?)
+        .map_err(duplicate_or_query);
+        match (inserted, request_id) {
+            (Ok(row), _) => Ok(row.try_get("id")?),
+            (Err(StoreError::Duplicate), Some(request_id)) => {
+                let mine =
+                    sqlx::query("SELECT id FROM users WHERE username = $1 AND request_id = $2")
+                        .bind(username)
+                        .bind(request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match mine {
+                    Some(row) => Ok(row.try_get("id")?),
+                    None => Err(StoreError::Duplicate),
+                }
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {

@@ -72,3 +72,38 @@ async fn replicas_share_one_postgres() {
     replica.stop().await;
     assert_eq!(stack.login("gus", "secret1").await.2, id);
 }
+
+/// A registration whose answer was lost (its connection died after the insert) and that is
+/// retried, by the gateway's client on another replica or by the HTTP client itself, carries
+/// the same request id: it gets its own user id back, where another id reads "taken".
+#[tokio::test]
+async fn a_registration_retried_with_its_request_id_gets_its_user_id_back() {
+    use volo_http::http::Method;
+
+    let stack = Stack::start().await;
+    let register = async |request_id: &str| {
+        let body = r#"{"username": "ida", "password": "secret1"}"#.as_bytes().to_vec();
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-request-id", request_id),
+        ];
+        (stack
+            .gateway
+            .send(Method::POST, "/api/user/register", &headers, Some(body)))
+        .await
+    };
+    let first = register("reg-1").await;
+    assert_eq!(first.code(), code(ErrCode::SUCCESS), "{first:?}");
+    let retried = register("reg-1").await;
+    assert_eq!(retried.code(), code(ErrCode::SUCCESS), "{retried:?}");
+    assert_eq!(retried.json["data"], first.json["data"], "the same user");
+    let another = register("reg-2").await;
+    assert_eq!(
+        another.code(),
+        code(ErrCode::USER_ALREADY_EXIST),
+        "{another:?}"
+    );
+    // Without a request id (a caller that sends none), taken is taken.
+    let (status, _, _) = stack.create("ida", "secret1").await;
+    assert_eq!(status, code(ErrCode::USER_ALREADY_EXIST));
+}
