@@ -117,10 +117,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         })
         .collect();
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let mut gateway_args = if args.keep_gateway_limits {
+    let mut gateway_args: Vec<String> = if args.keep_gateway_limits {
         Vec::new()
     } else {
-        bins.gateway_limits_off(&args.gateway_args)?
+        stack::GATEWAY_LIMITS_OFF.iter().map(|a| a.to_string()).collect()
     };
     gateway_args.extend(args.gateway_args.iter().cloned());
     let settings = Settings {

@@ -63,38 +63,14 @@ impl Bins {
 
 /// The gateway's rate limits, switched off unless `--keep-gateway-limits`: the whole load comes
 /// from one client IP and logs in as a handful of accounts many times a minute, which per-IP and
-/// per-account limits meant for the internet would answer 429.
-const GATEWAY_LIMITS: &[&str] = &[
-    "--rate-limit",
-    "--rate-limit-per-ip",
-    "--login-rate-limit-per-ip",
-    "--login-rate-limit-per-account",
+/// per-account limits meant for the internet would answer 429. Flags given with
+/// `--gateway-arg` come after these, and win.
+pub const GATEWAY_LIMITS_OFF: &[&str] = &[
+    "--rate-limit=off",
+    "--rate-limit-per-ip=off",
+    "--login-rate-limit-per-ip=off",
+    "--login-rate-limit-per-account=off",
 ];
-
-impl Bins {
-    /// `FLAG off` for each of [`GATEWAY_LIMITS`] that this gateway has (`gateway --help`) and
-    /// that `user_args` does not set.
-    pub fn gateway_limits_off(&self, user_args: &[String]) -> anyhow::Result<Vec<String>> {
-        let help = Command::new(&self.gateway)
-            .arg("--help")
-            .output()
-            .with_context(|| format!("run {} --help", self.gateway.display()))?;
-        let help = String::from_utf8_lossy(&help.stdout);
-        let mut args = Vec::new();
-        for flag in GATEWAY_LIMITS {
-            let has = help
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .any(|w| w == *flag);
-            let set = user_args
-                .iter()
-                .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-            if has && !set {
-                args.extend([flag.to_string(), "off".to_string()]);
-            }
-        }
-        Ok(args)
-    }
-}
 
 /// etcd: one server, or a cluster.
 pub enum Etcds {
