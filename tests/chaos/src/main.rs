@@ -120,7 +120,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut gateway_args: Vec<String> = if args.keep_gateway_limits {
         Vec::new()
     } else {
-        stack::GATEWAY_LIMITS_OFF.iter().map(|a| a.to_string()).collect()
+        stack::GATEWAY_LIMITS_OFF
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
     };
     gateway_args.extend(args.gateway_args.iter().cloned());
     let settings = Settings {
