@@ -44,3 +44,39 @@ ensure_wrk() {
         apt_install wrk
     fi
 }
+
+# N distinct free loopback ports (all held while the kernel picks them).
+free_ports() { # N
+    /usr/bin/python3 -c 'import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
+}
+
+# The whole stack of scripts/dev (etcd, the user service, the gateway from target/debug) in the
+# background, on free ports, with its data and logs in DIR; returns once the gateway answers.
+# Sets DEV_PID and GATEWAY_URL. stop_dev_stack stops it in scripts/dev's order (the gateway,
+# the service, which deregisters, then etcd).
+start_dev_stack() { # DIR
+    local dir=$1 ports deadline=$((SECONDS + 300))
+    read -r -a ports < <(free_ports 4)
+    DATA_DIR=$dir ETCD_CLIENT_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} \
+        USER_PORT=${ports[2]} GATEWAY_PORT=${ports[3]} scripts/dev >"$dir/dev.out" 2>&1 &
+    DEV_PID=$!
+    GATEWAY_URL="http://127.0.0.1:${ports[3]}"
+    until grep -q "Ctrl-C stops it." "$dir/dev.out" 2>/dev/null; do
+        if ! kill -0 "$DEV_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            echo "error: the stack did not come up; the end of $dir/dev.out:" >&2
+            tail -n 20 "$dir/dev.out" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+stop_dev_stack() {
+    [ -n "${DEV_PID:-}" ] || return 0
+    kill -TERM "$DEV_PID" 2>/dev/null || true
+    wait "$DEV_PID" 2>/dev/null || true
+    DEV_PID=
+}

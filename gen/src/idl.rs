@@ -386,16 +386,29 @@ impl Loader {
                         (s.name.as_str(), d)
                     }
                     ast::Item::Enum(e) => {
-                        let mut next = 0i64;
-                        let variants = e
-                            .values
-                            .iter()
-                            .map(|v| {
-                                let value = v.value.as_ref().map_or(next, |c| c.0);
-                                next = value + 1;
-                                (v.name.to_string(), value)
-                            })
-                            .collect();
+                        let src = &self.idl.files[fid].source;
+                        // i128: an implicit value is the previous plus one, which can pass
+                        // i64::MAX; Thrift enum values (and pilota's) are i32.
+                        let mut next = 0i128;
+                        let mut variants = Vec::new();
+                        for v in &e.values {
+                            let value = v.value.as_ref().map_or(next, |c| i128::from(c.0));
+                            if i32::try_from(value).is_err() {
+                                let at = src.member(src.item(&["enum"], &e.name), &v.name);
+                                self.diags.push(src.at(
+                                    at,
+                                    format!(
+                                        "enum value `{}.{}` = {value} does not fit in i32",
+                                        e.name.as_str(),
+                                        v.name.as_str()
+                                    ),
+                                ));
+                            }
+                            next = value + 1;
+                            // Out of range, it is reported above and never used.
+                            let value = i64::try_from(value).unwrap_or(i64::MAX);
+                            variants.push((v.name.to_string(), value));
+                        }
                         self.idl.enums.push(Enum {
                             file: fid,
                             name: e.name.to_string(),

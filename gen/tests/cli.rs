@@ -101,3 +101,27 @@ fn openapi_is_json_with_every_route() {
         serde_json::json!([])
     );
 }
+
+/// The project's `api.vd` rules, as schema keywords a client or a test tool can act on.
+#[test]
+fn openapi_says_what_validation_refuses() {
+    let (ok, out, _) = run(&["openapi"]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let body = &doc["paths"]["/api/user/register"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"];
+    // mblen counts characters, as JSON Schema does: exact.
+    assert_eq!(body["username"]["minLength"], 1);
+    assert_eq!(body["username"]["maxLength"], 32);
+    // len counts bytes: 64 bytes are at most 64 characters, 6 bytes at least 2.
+    assert_eq!(body["password"]["minLength"], 2);
+    assert_eq!(body["password"]["maxLength"], 64);
+    let user_id = &doc["paths"]["/api/user/{user_id}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(user_id["exclusiveMinimum"], 0);
+    let responses = doc["paths"]["/api/user/{user_id}"]["get"]["responses"]
+        .as_object()
+        .expect("responses");
+    for status in ["200", "400", "401", "404", "429", "504"] {
+        assert!(responses.contains_key(status), "{status}");
+    }
+}

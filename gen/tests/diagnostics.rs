@@ -137,3 +137,17 @@ fn the_build_script_fails_with_one_cargo_error_per_diagnostic() {
         "nothing is written for bad IDL"
     );
 }
+
+/// Found while writing the vd_compile fuzz target: the implicit value after `i64::MAX`
+/// overflowed and panicked the checker; values past i32 were accepted.
+#[test]
+fn enum_values_must_fit_in_i32() {
+    assert_eq!(
+        errors("enum_range"),
+        [
+            "6:5: enum value `Big.B` = 2147483648 does not fit in i32",
+            "7:5: enum value `Big.C` = 9223372036854775807 does not fit in i32",
+            "8:5: enum value `Big.D` = 9223372036854775808 does not fit in i32",
+        ]
+    );
+}
