@@ -63,21 +63,11 @@ impl Resilience {
     }
 
     /// [`configure_client`] with these parts.
-    #[allow(clippy::type_complexity)]
     pub fn configure<IL, OL, C, Req, Resp, MkT, MkC, LB, DISC>(
         &self,
         builder: ClientBuilder<IL, OL, C, Req, Resp, MkT, MkC, LbConfig<LB, DISC>>,
         options: &ClientOptions,
-    ) -> ClientBuilder<
-        Stack<HealthLayer, IL>,
-        Stack<RetryLayer, OL>,
-        C,
-        Req,
-        Resp,
-        MkT,
-        MkC,
-        LbConfig<P2cBalance<FastStr>, EtcdDiscover>,
-    > {
+    ) -> Configured<IL, OL, C, Req, Resp, MkT, MkC> {
         builder
             .discover(EtcdDiscover::shared(&options.etcd))
             .load_balance(self.balancer())
@@ -89,6 +79,19 @@ impl Resilience {
     }
 }
 
+/// A client builder as [`configure_client`] leaves it: etcd discovery, [`P2cBalance`], the
+/// health layer inside and the retry layer outside the layers it had.
+pub type Configured<IL, OL, C, Req, Resp, MkT, MkC> = ClientBuilder<
+    Stack<HealthLayer, IL>,
+    Stack<RetryLayer, OL>,
+    C,
+    Req,
+    Resp,
+    MkT,
+    MkC,
+    LbConfig<P2cBalance<FastStr>, EtcdDiscover>,
+>;
+
 /// Sets up a volo-thrift client builder (generated `XxxClientBuilder::new(name)` or
 /// `volo_thrift::client::ClientBuilder::new`) to find instances through etcd and call them
 /// as [`ClientOptions`] says: the whole call bounded by `rpc_timeout`, each attempt by
@@ -98,19 +101,9 @@ impl Resilience {
 /// retry layer (once per call); `layer_outer` after it, once per attempt.
 ///
 /// Call `build()` inside a Tokio runtime.
-#[allow(clippy::type_complexity)]
 pub fn configure_client<IL, OL, C, Req, Resp, MkT, MkC, LB, DISC>(
     builder: ClientBuilder<IL, OL, C, Req, Resp, MkT, MkC, LbConfig<LB, DISC>>,
     options: &ClientOptions,
-) -> ClientBuilder<
-    Stack<HealthLayer, IL>,
-    Stack<RetryLayer, OL>,
-    C,
-    Req,
-    Resp,
-    MkT,
-    MkC,
-    LbConfig<P2cBalance<FastStr>, EtcdDiscover>,
-> {
+) -> Configured<IL, OL, C, Req, Resp, MkT, MkC> {
     Resilience::new(options).configure(builder, options)
 }

@@ -72,7 +72,7 @@ pub use balance::{P2cBalance, P2cPicker};
 pub use breaker::BreakerState;
 #[cfg(feature = "cli")]
 pub use cli::EtcdArgs;
-pub use client::{Resilience, configure_client};
+pub use client::{Configured, Resilience, configure_client};
 pub use discover::EtcdDiscover;
 pub use error::{CallError, Error, validate_service_name};
 pub use health::{Health, HealthLayer, HealthService, InstanceHealth};

@@ -13,8 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use etcd_client::{Client as EtcdClient, ConnectOptions};
-use test_support::{ChildProcess, Etcd, EtcdCluster, TcpProxy, wait_until};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use test_support::{ChildProcess, Etcd, EtcdCluster, TcpProxy, raw_get, wait_until};
 use volo_http::{client::Client, http::Method};
 
 use crate::load::{SeedUser, Target, call};
@@ -527,22 +526,6 @@ pub async fn healthz(addr: SocketAddr) -> bool {
     raw_get(addr, "/healthz")
         .await
         .is_some_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
-}
-
-/// An HTTP/1.0 GET on `addr`, bounded by 2 s; the whole answer.
-pub async fn raw_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(answer)) => Some(answer),
-        _ => None,
-    }
 }
 
 /// A client for the etcd member at `endpoint`, bounded by 1 s.

@@ -8,7 +8,6 @@ use std::{
 };
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pki::Pki;
 
@@ -241,7 +240,7 @@ impl Etcd {
     /// The value of a Prometheus metric from `/metrics` (summed over its label sets; 0 when
     /// absent), e.g. `etcd_debugging_mvcc_slow_watcher_total`. `None` when etcd does not answer.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let page = http_get(self.ports.metrics, "/metrics").await?;
+        let page = crate::raw_get(loopback(self.ports.metrics), "/metrics").await?;
         let mut sum = 0.0;
         for line in page.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -387,29 +386,16 @@ impl Drop for Etcd {
     }
 }
 
+fn loopback(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// `GET /health` on the metrics port: etcd answers `{"health":"true",...}` once it has a
 /// leader and serves requests.
 pub(crate) async fn probe_health(port: u16) -> bool {
-    http_get(port, "/health")
+    crate::raw_get(loopback(port), "/health")
         .await
         .is_some_and(|body| body.contains("\"health\":\"true\""))
-}
-
-/// A plain HTTP/1.0 GET on 127.0.0.1 (1.0: the body is never chunked), bounded by 2 s; the
-/// whole answer, headers included.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(answer)) => Some(answer),
-        _ => None,
-    }
 }
 
 /// Three distinct free loopback ports (all held while probing, so they differ).

@@ -174,3 +174,20 @@ impl Answer {
             .unwrap_or_else(|| panic!("no `code` in {self:?}"))
     }
 }
+
+/// A plain HTTP/1.0 GET (1.0: the body is never chunked), bounded by 2 s; the whole answer,
+/// headers included. For probes of health and metrics pages.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(answer)) => Some(answer),
+        _ => None,
+    }
+}

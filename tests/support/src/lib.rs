@@ -10,10 +10,12 @@
 //!   cluster, to kill a member under a client.
 //! - [`Pki`] (module `pki`): a CA, a server certificate for 127.0.0.1 and a client
 //!   certificate, generated at test time.
-//! - [`TcpProxy`] (module `proxy`): a loopback TCP proxy that can stop forwarding, to make a
-//!   client fall behind without closing its connection.
+//! - [`TcpProxy`] (module `proxy`): a loopback TCP proxy that can stop forwarding (to make a
+//!   client fall behind without closing its connection), lose everything, or add a delay;
+//!   [`ProxyStats`] counts what went through.
 //! - [`Http`] (module `http`): a real HTTP/1.1 client for a server on loopback, also sending
 //!   chunked bodies over a raw connection; its [`Answer`] parses the body as JSON.
+//!   [`raw_get`]: one HTTP/1.0 GET, for health and metrics probes.
 //! - [`Postgres`] (module `postgres`): a throwaway PostgreSQL server on a free loopback port.
 //! - [`ChildProcess`] (module `process`): a child process killed (SIGKILL) and reaped on drop.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping and hoping.
@@ -32,11 +34,11 @@ use std::{future::Future, time::Duration};
 
 pub use cluster::EtcdCluster;
 pub use etcd::{Etcd, EtcdBuilder};
-pub use http::{Answer, Http};
+pub use http::{Answer, Http, raw_get};
 pub use pki::Pki;
 pub use postgres::Postgres;
 pub use process::ChildProcess;
-pub use proxy::TcpProxy;
+pub use proxy::{ProxyStats, TcpProxy};
 
 /// Polls `condition` every 50 ms until it holds or `within` has passed; returns whether it
 /// held. Use with `assert!(wait_until(..).await, "what did not happen")`.
