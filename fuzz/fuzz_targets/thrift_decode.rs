@@ -25,6 +25,9 @@
 //! - pilota's streaming binary protocol (a connection without framing) allocates the length a
 //!   string claims before reading it, with no bound: a negative length panics ("capacity
 //!   overflow", `stream-negative-string-length`), a large one allocates up to 2 GiB;
+//! - volo-thrift's TTHeader reader allocates the frame size it is told (up to 4 GiB, with no
+//!   limit such as framed's 16 MiB) before reading it: no panic, but `--sanitizer address`
+//!   stops on it as out-of-memory (`ttheader-size-2gib`);
 //! - pilota's compact protocol skips an unknown boolean field without taking its value:
 //!   "pending bool field ... not read" (`compact-unknown-bool`), and adds a field id delta to
 //!   the previous id unchecked: "attempt to add with overflow" in a debug build, a wrapped id
