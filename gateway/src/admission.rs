@@ -1,5 +1,5 @@
-//! What every request passes before routing: size bounds on its URI and headers, and the
-//! gateway's and the client's rate limits. Refusals are cheap and answered in JSON.
+//! What every request passes before routing: size bounds on its URI and headers, the gateway's
+//! and the client's rate limits, and load shedding. Refusals are cheap and answered in JSON.
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc};
 
@@ -11,7 +11,7 @@ use volo_http::{
     response::Response,
 };
 
-use crate::{limits::Limits, reply};
+use crate::{limits::Limits, reply, shedding::Shedder};
 
 /// Bounds on a request head, checked before anything else reads it.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,7 @@ pub struct Admission<S> {
     pub(crate) inner: S,
     pub(crate) head: HeadLimits,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) shedder: Arc<Shedder>,
 }
 
 impl<S> Service<ServerContext, Request> for Admission<S>
@@ -56,6 +57,9 @@ where
         if let Err(limited) = self.limits.check_request(client_ip(cx)) {
             return Ok(reply::too_many_requests(&limited));
         }
+        let Some(_ticket) = self.shedder.admit() else {
+            return Ok(reply::overloaded());
+        };
         self.inner.call(cx, req).await
     }
 }

@@ -4,7 +4,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use rpc::volo_etcd::{ClientOptions, EtcdArgs};
 
-use crate::{ConnectionLimits, HeadLimits, Rate, Rates};
+use crate::{ConnectionLimits, CpuThreshold, HeadLimits, Rate, Rates};
 
 #[derive(Debug, Clone, clap::Parser)]
 // A flag given twice takes its last value, so wrappers can append overrides.
@@ -58,6 +58,10 @@ pub struct Config {
     /// address: throttles password guessing spread over many addresses.
     #[arg(long, env = "LOGIN_RATE_LIMIT_PER_ACCOUNT", default_value = "10/min")]
     pub login_rate_limit_per_account: Rate,
+    /// Load shedding: from this use of the CPUs the gateway may run on (`90%`; `off`), requests
+    /// beyond what it has lately finished without queueing are refused at once with 503.
+    #[arg(long, env = "SHED_CPU_THRESHOLD", default_value = "90%")]
+    pub shed_cpu_threshold: CpuThreshold,
     /// How long a client may take to send a request's headers (slow clients are cut off).
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,

@@ -8,8 +8,10 @@
 //! - module `routes`: a [`RouteVisitor`](rpc::runtime::RouteVisitor) that turns each generated
 //!   `Endpoint` into a volo-http service holding its client (bind, validate, call, envelope).
 //! - module `reply`: the JSON answers, errors included.
-//! - module `admission`: bounds on URI and headers, and rate limits, before routing.
+//! - module `admission`: bounds on URI and headers, rate limits and load shedding, before
+//!   routing.
 //! - [`limits`]: the rate limiters (gateway, client IP, log-ins per IP and per account).
+//! - [`shedding`]: adaptive load shedding while the CPU is saturated.
 //! - [`server`]: the connection loop (header-read and idle timeouts, a connection bound,
 //!   a shutdown that refuses new connections and answers those in flight).
 //! - [`app`], [`serve`]: the whole service (health, OpenAPI, access log, timeout) and its server.
@@ -21,6 +23,7 @@ pub mod limits;
 mod reply;
 mod routes;
 pub mod server;
+pub mod shedding;
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -42,6 +45,7 @@ pub use jwt::{Jwt, KeyError};
 pub use limits::{Rate, Rates};
 pub use routes::Mounter;
 pub use server::ConnectionLimits;
+pub use shedding::CpuThreshold;
 
 /// The request id: the client's `x-request-id` when it is safe to echo, else a generated one.
 /// [`AccessLog`] puts it in the request's own `x-request-id` header, where handlers read it
@@ -116,6 +120,7 @@ pub fn app_with(
         inner: router,
         head: config.head_limits(),
         limits,
+        shedder: shedding::Shedder::new(config.shed_cpu_threshold),
     };
     (AccessLog { inner: admission }, mounted)
 }

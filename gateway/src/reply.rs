@@ -91,3 +91,14 @@ pub fn too_many_requests(limited: &Limited) -> Response {
         .insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
     resp
 }
+
+/// 503 with `Retry-After`: refused by load shedding, before any work was done.
+pub fn overloaded() -> Response {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway is overloaded; try again shortly",
+    );
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}

@@ -51,6 +51,10 @@ const STOP_WITHIN: f64 = 2.0;
 /// Re-registration goal after etcd returns.
 const REREGISTER_WITHIN: f64 = 3.0;
 
+/// Faults run only when named with `--only`: the control run, and the overload, whose latency
+/// goal is not met yet (README, "Overload").
+pub const ON_REQUEST: &[&str] = &["control", "overload"];
+
 /// Every fault: name (for `--only`), what is done, the goal.
 pub const FAULTS: &[(&str, &str, &str)] = &[
     (
@@ -99,6 +103,11 @@ pub const FAULTS: &[(&str, &str, &str)] = &[
         "every in-flight request answered; new connections refused, none reset mid-answer",
     ),
     (
+        "overload",
+        "capacity measured (closed loop), then 3 × capacity offered for 30 s (open loop); the stack on CPU 0, the load on CPU 1 (not run unless named with --only)",
+        "goodput ≥ 80 % of capacity; p99 of admitted ≤ 3 × unloaded; memory flat; normal answers ≤ 2 s after",
+    ),
+    (
         "etcd-member-kill",
         "three-member etcd cluster: the member the clients use killed (SIGKILL), not restarted",
         "0 failed",
@@ -136,7 +145,7 @@ pub struct Check {
 }
 
 impl Outcome {
-    fn new(name: &str) -> Outcome {
+    pub(crate) fn new(name: &str) -> Outcome {
         let (_, action, goal) = FAULTS
             .iter()
             .find(|(n, _, _)| *n == name)
@@ -161,7 +170,7 @@ impl Outcome {
         self.error.is_none() && !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
 
-    fn check(&mut self, what: impl Into<String>, ok: bool, detail: impl Into<String>) {
+    pub(crate) fn check(&mut self, what: impl Into<String>, ok: bool, detail: impl Into<String>) {
         self.checks.push(Check {
             what: what.into(),
             ok,
@@ -169,7 +178,7 @@ impl Outcome {
         });
     }
 
-    fn add_failures<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
+    pub(crate) fn add_failures<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
         for r in records {
             if let Some(f) = &r.failure {
                 let entry = self.failures.entry(f.kind.clone()).or_default();
@@ -202,6 +211,7 @@ pub async fn run(name: &str, stack: &mut Stack, settings: Settings) -> anyhow::R
         "etcd-wipe" => etcd_fault(stack, settings, true).await,
         "gateway-sigterm" => gateway_sigterm(stack).await,
         "etcd-member-kill" => member_kill(stack, settings).await,
+        "overload" => crate::overload::overload(stack, settings).await,
         other => anyhow::bail!("unknown fault {other}"),
     }
 }
@@ -303,7 +313,7 @@ impl Session {
 }
 
 /// The p99 of `records`' latencies, in seconds.
-fn p99(records: &[&Record]) -> Option<f64> {
+pub(crate) fn p99(records: &[&Record]) -> Option<f64> {
     if records.is_empty() {
         return None;
     }
@@ -313,7 +323,7 @@ fn p99(records: &[&Record]) -> Option<f64> {
     Some(l[index])
 }
 
-fn between(records: &[Record], from: f64, to: f64) -> Vec<&Record> {
+pub(crate) fn between(records: &[Record], from: f64, to: f64) -> Vec<&Record> {
     records
         .iter()
         .filter(|r| r.at >= from && r.at < to)
@@ -330,7 +340,12 @@ fn healthy(window: &[&Record], threshold: f64) -> bool {
 /// Recovery: seconds from `from` to the start of the first full second (looked for in
 /// 100 ms steps) that is healthy and after the last failed request, over `records` (due up
 /// to `until`, all ended).
-fn recovery_in(records: &[Record], from: f64, until: f64, threshold: f64) -> Option<f64> {
+pub(crate) fn recovery_in(
+    records: &[Record],
+    from: f64,
+    until: f64,
+    threshold: f64,
+) -> Option<f64> {
     let last_failure = records
         .iter()
         .filter(|r| r.at >= from && r.failure.is_some())

@@ -127,19 +127,7 @@ impl Load {
                     tasks.spawn(async move {
                         let due = t0 + Duration::from_secs_f64(at);
                         let late = due.elapsed().as_secs_f64();
-                        let failure = match tokio::time::timeout(
-                            CLIENT_TIMEOUT,
-                            request(&target, op, i, &tag),
-                        )
-                        .await
-                        {
-                            Ok(Ok(())) => None,
-                            Ok(Err(f)) => Some(f),
-                            Err(_) => Some(Failure {
-                                kind: format!("no answer within {CLIENT_TIMEOUT:?}"),
-                                detail: format!("{op:?}"),
-                            }),
-                        };
+                        let failure = checked(&target, op, i, &tag).await;
                         let record = Record {
                             at,
                             latency: due.elapsed().as_secs_f64(),
@@ -201,6 +189,47 @@ impl Load {
     }
 }
 
+/// Closed loop: `clients` each send the mix back to back for `duration`, a request as soon as
+/// the previous one answered; what every request got (`at` from the start).
+pub async fn closed_loop(
+    target: Target,
+    clients: usize,
+    duration: Duration,
+    mix: Mix,
+    tag: String,
+) -> Vec<Record> {
+    let t0 = Instant::now();
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let (target, tag) = (target.clone(), tag.clone());
+        tasks.spawn(async move {
+            let mut records = Vec::new();
+            for n in 0usize.. {
+                let start = t0.elapsed();
+                if start >= duration {
+                    break;
+                }
+                let op = pick(mix);
+                let failure = checked(&target, op, n * clients + client, &tag).await;
+                records.push(Record {
+                    at: start.as_secs_f64(),
+                    latency: (t0.elapsed() - start).as_secs_f64(),
+                    op,
+                    failure,
+                    late: 0.0,
+                });
+            }
+            records
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(records) = tasks.join_next().await {
+        all.extend(records.expect("a load client does not panic"));
+    }
+    all.sort_by(|a, b| a.at.total_cmp(&b.at));
+    all
+}
+
 fn pick(mix: Mix) -> Op {
     let r = fastrand::u32(..100);
     if r < mix.login {
@@ -209,6 +238,19 @@ fn pick(mix: Mix) -> Op {
         Op::Register
     } else {
         Op::Get
+    }
+}
+
+/// Request `i` of kind `op`: why it failed, if it did (no answer within [`CLIENT_TIMEOUT`]
+/// included).
+async fn checked(target: &Target, op: Op, i: usize, tag: &str) -> Option<Failure> {
+    match tokio::time::timeout(CLIENT_TIMEOUT, request(target, op, i, tag)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(f)) => Some(f),
+        Err(_) => Some(Failure {
+            kind: format!("no answer within {CLIENT_TIMEOUT:?}"),
+            detail: format!("{op:?}"),
+        }),
     }
 }
 

@@ -7,6 +7,7 @@
 //!   the gateway), killed on drop.
 //! - `load`: steady open-loop load through the gateway, every answer checked.
 //! - `faults`: each fault under load, and the definitions of what is measured.
+//! - `overload`: capacity, then three times that offered; goodput, latency, memory, recovery.
 //! - `report`: the markdown table and details, and JSON.
 //!
 //! Every fault runs even when an earlier one failed or broke the stack (it is healed or
@@ -14,6 +15,7 @@
 
 mod faults;
 mod load;
+mod overload;
 mod report;
 mod stack;
 
@@ -110,7 +112,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(|(n, _, _)| *n)
         .filter(|n| {
             if args.only.is_empty() {
-                *n != "control"
+                !faults::ON_REQUEST.contains(n)
             } else {
                 args.only.iter().any(|o| o == n)
             }

@@ -194,6 +194,14 @@ impl GatewayProc {
         )
     }
 
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ChildProcess::output)
+            .unwrap_or_default()
+    }
+
     pub fn forget(&mut self) {
         self.process = None;
     }

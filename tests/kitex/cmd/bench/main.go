@@ -454,10 +454,12 @@ func (b *bench) rustGateway(name string, e *etcd) (*proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	// Hertz has no log-in limits: ours are off, so that both gateways do the same work.
+	// Hertz has no log-in limits and no load shedding: ours are off, so that both gateways
+	// do the same work (a closed loop at full load would otherwise be partly refused).
 	p, err := b.ps.start(name, b.cfg.serverCPUs, b.rustBin("gateway"), "--listen", addr,
 		"--etcd-endpoints", e.endpoint, "--jwt-secret", jwtSecret,
-		"--login-rate-limit-per-ip", "off", "--login-rate-limit-per-account", "off")
+		"--login-rate-limit-per-ip", "off", "--login-rate-limit-per-account", "off",
+		"--shed-cpu-threshold", "off")
 	if err != nil {
 		return nil, "", err
 	}

@@ -1,0 +1,531 @@
+//! Adaptive load shedding, in the manner of go-zero's and Kratos' BBR shedders.
+//!
+//! While its CPUs are saturated, the gateway keeps at most as many requests in flight as it
+//! can carry without queueing (Little's law): its throughput (the most requests it finished in
+//! one bucket of the last second) times its latency without load (the best average latency of
+//! a bucket in the last half minute of calm), with headroom. Requests beyond that are refused
+//! at once with 503 and `Retry-After`, so that the admitted ones keep their normal latency
+//! instead of every request waiting until it times out.
+//!
+//! The latency without load is remembered through an overload: time spent shedding does not
+//! age it, or the queueing that shedding allows would become the new normal, step by step.
+//!
+//! The CPU gate keeps a slow backend from being mistaken for overload: a hung replica raises
+//! latency and requests in flight too, but not CPU, and retries are the answer to it. The CPU
+//! is that of the cores the gateway may run on (its affinity, as `taskset` or a cpuset sets it).
+
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// One bucket of the window.
+const BUCKET: Duration = Duration::from_millis(100);
+/// The window of throughput: one second.
+const BUCKETS: usize = 10;
+/// The estimate is trusted once this many past buckets have finished requests.
+const MIN_SAMPLED_BUCKETS: usize = 3;
+/// Seconds of calm over which the latency without load is the best bucket's.
+const CALM_SECONDS: usize = 30;
+/// In-flight requests never refused: light load is never shed, however the estimate moves.
+const MIN_IN_FLIGHT: usize = 8;
+/// Room above the estimate: without it, every refusal would lower the next estimate.
+const HEADROOM: f64 = 2.0;
+/// After a refusal, shedding stays armed this long even if the CPU dips, so that it does not
+/// flap at the threshold.
+const COOL_OFF: Duration = Duration::from_secs(1);
+/// How often the CPU is sampled, and over how many samples its use is taken: short, since
+/// every moment of an overload not yet seen admits a burst that queues.
+const CPU_SAMPLE: Duration = Duration::from_millis(25);
+const CPU_SAMPLES: usize = 4;
+
+/// `--shed-cpu-threshold`: `90` or `90%` (of all cores), or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuThreshold(Option<u32>);
+
+impl CpuThreshold {
+    pub const OFF: Self = Self(None);
+}
+
+impl FromStr for CpuThreshold {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Self::OFF);
+        }
+        match text.strip_suffix('%').unwrap_or(text).trim().parse::<u32>() {
+            Ok(percent @ 1..=100) => Ok(Self(Some(percent))),
+            _ => Err(format!(
+                "`{text}` is not a CPU threshold: a percent from 1 to 100 (e.g. 90%), or `off`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CpuThreshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(percent) => write!(f, "{percent}%"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// Decides which requests to admit. Cheap to share: clone the `Arc`.
+pub struct Shedder {
+    /// Shedding starts at this CPU use, in per mille; `None`: never.
+    cpu_threshold: Option<u32>,
+    /// Use of the CPUs it may run on over the last second, in per mille (0 where unknown).
+    cpu: Arc<AtomicU32>,
+    in_flight: AtomicUsize,
+    state: Mutex<State>,
+}
+
+struct State {
+    origin: Instant,
+    /// The last second, a bucket per [`BUCKET`].
+    window: [Bucket; BUCKETS],
+    /// The bucket last written, folded into `best` once it is over.
+    last_tick: u64,
+    /// Seconds without shedding since `origin`: the clock `best` ages by.
+    calm_seconds: u64,
+    /// The wall-clock second `calm_seconds` was last advanced in.
+    last_second: u64,
+    /// The best average latency of a bucket, per second of calm (slot `calm_seconds % N`).
+    best: [Option<Duration>; CALM_SECONDS],
+    /// Until when shedding stays armed after the last refusal.
+    armed_until: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    /// The bucket's number since `origin`: a slot holding an older one is stale.
+    tick: u64,
+    finished: u64,
+    latency_sum: Duration,
+}
+
+impl Bucket {
+    fn average(&self) -> Option<Duration> {
+        (self.finished > 0).then(|| self.latency_sum / self.finished as u32)
+    }
+}
+
+/// An admitted request; dropping it (when the answer is ready) records its latency.
+pub struct Ticket<'a> {
+    shedder: &'a Shedder,
+    admitted: Instant,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.shedder.finish(self.admitted, Instant::now());
+    }
+}
+
+impl Shedder {
+    /// A shedder whose CPU gauge the caller sets (tests), or none reads.
+    fn with_gauge(threshold: CpuThreshold, cpu: Arc<AtomicU32>) -> Self {
+        Self {
+            cpu_threshold: threshold.0.map(|percent| percent * 10),
+            cpu,
+            in_flight: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                origin: Instant::now(),
+                window: [Bucket::default(); BUCKETS],
+                last_tick: 0,
+                calm_seconds: 0,
+                last_second: 0,
+                best: [None; CALM_SECONDS],
+                armed_until: None,
+            }),
+        }
+    }
+
+    /// Sheds from `threshold` of its CPUs' use on. Starts the thread that samples the CPU.
+    pub fn new(threshold: CpuThreshold) -> Arc<Self> {
+        let cpu = Arc::new(AtomicU32::new(0));
+        if threshold != CpuThreshold::OFF {
+            let gauge = Arc::downgrade(&cpu);
+            let spawned = std::thread::Builder::new()
+                .name("cpu-gauge".into())
+                .spawn(move || sample_cpu(gauge));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the CPU gauge ({e}): load shedding is off");
+            }
+        }
+        Arc::new(Self::with_gauge(threshold, cpu))
+    }
+
+    /// Admits a request (the ticket lives until its answer is ready), or refuses it.
+    pub fn admit(&self) -> Option<Ticket<'_>> {
+        let now = Instant::now();
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.should_refuse(in_flight, now) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Ticket {
+            shedder: self,
+            admitted: now,
+        })
+    }
+
+    fn should_refuse(&self, in_flight: usize, now: Instant) -> bool {
+        let Some(threshold) = self.cpu_threshold else {
+            return false;
+        };
+        if in_flight < MIN_IN_FLIGHT {
+            return false;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.roll(now);
+        let hot = self.cpu.load(Ordering::Relaxed) >= threshold;
+        if !hot && !state.armed(now) {
+            return false;
+        }
+        let refuse = state.max_in_flight(now).is_some_and(|max| in_flight >= max);
+        if refuse {
+            state.armed_until = Some(now + COOL_OFF);
+        }
+        refuse
+    }
+
+    fn finish(&self, admitted: Instant, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.cpu_threshold.is_none() {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = state.bucket(now);
+        bucket.finished += 1;
+        bucket.latency_sum += now.saturating_duration_since(admitted);
+    }
+}
+
+impl State {
+    fn tick(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.origin).as_nanos() / BUCKET.as_nanos()) as u64
+    }
+
+    fn armed(&self, now: Instant) -> bool {
+        self.armed_until.is_some_and(|until| now < until)
+    }
+
+    /// Once the bucket last written is over: advances the calm clock (unless shedding is
+    /// armed) and folds the bucket's average latency into `best`.
+    fn roll(&mut self, now: Instant) {
+        let tick = self.tick(now);
+        if tick == self.last_tick {
+            return;
+        }
+        let done = self.window[(self.last_tick % BUCKETS as u64) as usize];
+        self.last_tick = tick;
+        let second = tick * BUCKET.as_millis() as u64 / 1000;
+        if second != self.last_second {
+            if !self.armed(now) {
+                let passed = (second - self.last_second).min(CALM_SECONDS as u64);
+                for _ in 0..passed {
+                    self.calm_seconds += 1;
+                    self.best[self.calm_seconds as usize % CALM_SECONDS] = None;
+                }
+            }
+            self.last_second = second;
+        }
+        if let Some(average) = done.average() {
+            let slot = &mut self.best[self.calm_seconds as usize % CALM_SECONDS];
+            *slot = Some(slot.map_or(average, |best| best.min(average)));
+        }
+    }
+
+    /// The current bucket, emptied first if it held an older one.
+    fn bucket(&mut self, now: Instant) -> &mut Bucket {
+        self.roll(now);
+        let tick = self.tick(now);
+        let bucket = &mut self.window[(tick % BUCKETS as u64) as usize];
+        if bucket.tick != tick {
+            *bucket = Bucket {
+                tick,
+                ..Bucket::default()
+            };
+        }
+        bucket
+    }
+
+    /// Requests the gateway can carry at once: the most finished in a past bucket of the
+    /// window (the current one is still filling), times the latency without load, with
+    /// headroom; `None` until enough buckets have data.
+    fn max_in_flight(&self, now: Instant) -> Option<usize> {
+        let current = self.tick(now);
+        let past = self
+            .window
+            .iter()
+            .filter(|b| b.finished > 0 && b.tick < current && current - b.tick < BUCKETS as u64);
+        let (sampled, most_finished) =
+            past.fold((0, 0), |(n, most), b| (n + 1, most.max(b.finished)));
+        let unloaded = self.best.iter().flatten().min()?;
+        if sampled < MIN_SAMPLED_BUCKETS {
+            return None;
+        }
+        let per_second = most_finished as f64 / BUCKET.as_secs_f64();
+        let max = (per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize;
+        Some(max.max(MIN_IN_FLIGHT))
+    }
+}
+
+/// Keeps `cpu` at the use of the CPUs this process may run on over the last [`CPU_SAMPLES`]
+/// samples, in per mille, until the shedder is gone. A thread of its own, so that a swamped runtime does not
+/// delay the very reading that would relieve it. Reads `/proc`; elsewhere the gauge stays at 0
+/// and nothing is shed.
+fn sample_cpu(cpu: std::sync::Weak<AtomicU32>) {
+    let mut samples = std::collections::VecDeque::with_capacity(CPU_SAMPLES + 1);
+    loop {
+        let Some(gauge) = cpu.upgrade() else { return };
+        let Some(now) = read_cpu_times() else {
+            tracing::warn!("cannot read /proc/stat and /proc/self/status: load shedding is off");
+            return;
+        };
+        samples.push_back(now);
+        if samples.len() > CPU_SAMPLES + 1 {
+            samples.pop_front();
+        }
+        if let (Some(first), Some(last)) = (samples.front(), samples.back()) {
+            gauge.store(last.busy_per_mille_since(first), Ordering::Relaxed);
+        }
+        drop(gauge);
+        std::thread::sleep(CPU_SAMPLE);
+    }
+}
+
+/// Cumulative time of some CPUs, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// The `cpuN` lines of `/proc/stat` for the CPUs in `allowed`: `cpuN user nice system idle
+    /// iowait irq softirq steal …`. Stolen time counts as busy: the CPU was wanted and not had.
+    fn parse(stat: &str, allowed: &[u32]) -> Option<Self> {
+        let mut sum = Self { busy: 0, total: 0 };
+        let mut found = 0;
+        for line in stat.lines() {
+            let Some((name, times)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(Ok(n)) = name.strip_prefix("cpu").map(str::parse::<u32>) else {
+                continue;
+            };
+            if !allowed.contains(&n) {
+                continue;
+            }
+            let fields: Vec<u64> = times
+                .split_whitespace()
+                .take(8)
+                .map(|f| f.parse().ok())
+                .collect::<Option<_>>()?;
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+                return None;
+            };
+            let busy = user + nice + system + irq + softirq + steal;
+            sum.busy += busy;
+            sum.total += busy + idle + iowait;
+            found += 1;
+        }
+        (found > 0).then_some(sum)
+    }
+
+    fn busy_per_mille_since(&self, earlier: &Self) -> u32 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0;
+        }
+        (self.busy.saturating_sub(earlier.busy) * 1000 / total) as u32
+    }
+}
+
+/// `Cpus_allowed_list` of `/proc/self/status` (`0-3,6`): the CPUs this process may run on,
+/// read each time since `taskset` can move a running process.
+fn allowed_cpus(status: &str) -> Option<Vec<u32>> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(first.parse::<u32>().ok()?..=last.parse().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    CpuTimes::parse(&stat, &allowed_cpus(&status)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shedder(cpu_per_mille: u32) -> Shedder {
+        Shedder::with_gauge(
+            CpuThreshold(Some(90)),
+            Arc::new(AtomicU32::new(cpu_per_mille)),
+        )
+    }
+
+    /// `per_bucket` requests of `latency` finished in each bucket of `seconds` from `start`;
+    /// the end.
+    fn feed(
+        s: &Shedder,
+        start: Instant,
+        seconds: u32,
+        per_bucket: u64,
+        latency: Duration,
+    ) -> Instant {
+        let buckets = seconds * (Duration::from_secs(1).as_millis() / BUCKET.as_millis()) as u32;
+        for k in 0..buckets {
+            let done = start + BUCKET * k + BUCKET / 2;
+            for _ in 0..per_bucket {
+                s.in_flight.fetch_add(1, Ordering::AcqRel);
+                s.finish(done - latency, done);
+            }
+        }
+        start + BUCKET * buckets
+    }
+
+    /// One second of the window, each bucket with `per_bucket` requests of `latency`.
+    fn fill(s: &Shedder, per_bucket: u64, latency: Duration) -> Instant {
+        let origin = s.state.lock().unwrap().origin;
+        feed(s, origin, 1, per_bucket, latency)
+    }
+
+    fn limit(s: &Shedder, now: Instant) -> Option<usize> {
+        let mut state = s.state.lock().unwrap();
+        state.roll(now);
+        state.max_in_flight(now)
+    }
+
+    #[test]
+    fn the_limit_is_throughput_times_best_latency_with_headroom() {
+        let s = shedder(1000);
+        // 100 requests each 100 ms (1,000/s) of 20 ms: 20 at once, 40 with headroom.
+        let now = fill(&s, 100, Duration::from_millis(20));
+        assert_eq!(limit(&s, now), Some(40));
+        assert!(!s.should_refuse(39, now));
+        assert!(s.should_refuse(40, now));
+    }
+
+    #[test]
+    fn nothing_is_refused_while_the_cpu_has_room() {
+        let s = shedder(500);
+        let now = fill(&s, 100, Duration::from_millis(20));
+        assert!(!s.should_refuse(1_000, now));
+    }
+
+    #[test]
+    fn a_refusal_keeps_shedding_armed_for_a_while_after_the_cpu_dips() {
+        let s = shedder(1000);
+        let now = fill(&s, 100, Duration::from_millis(20));
+        assert!(s.should_refuse(50, now));
+        s.cpu.store(0, Ordering::Relaxed);
+        assert!(s.should_refuse(50, now + COOL_OFF / 2));
+        assert!(!s.should_refuse(50, now + COOL_OFF));
+    }
+
+    #[test]
+    fn light_load_and_a_young_window_are_never_shed() {
+        let s = shedder(1000);
+        assert!(!s.should_refuse(1_000, Instant::now()), "no data yet");
+        let now = fill(&s, 1, Duration::from_millis(1));
+        assert_eq!(
+            s.state.lock().unwrap().max_in_flight(now),
+            Some(MIN_IN_FLIGHT)
+        );
+        assert!(!s.should_refuse(MIN_IN_FLIGHT - 1, now));
+    }
+
+    #[test]
+    fn old_buckets_leave_the_window() {
+        let s = shedder(1000);
+        let now = fill(&s, 100, Duration::from_millis(20));
+        assert_eq!(limit(&s, now + BUCKET * 20), None);
+    }
+
+    #[test]
+    fn the_latency_without_load_outlives_an_overload_but_not_calm() {
+        let s = shedder(1000);
+        let now = fill(&s, 100, Duration::from_millis(20));
+        // A minute of slow answers while shedding: the limit still counts on 20 ms.
+        s.state.lock().unwrap().armed_until = Some(now + Duration::from_secs(3600));
+        let now = feed(&s, now, 60, 100, Duration::from_millis(200));
+        assert_eq!(limit(&s, now), Some(40));
+        // The same slowness without shedding becomes the new normal within the calm window.
+        s.state.lock().unwrap().armed_until = None;
+        let now = feed(
+            &s,
+            now,
+            CALM_SECONDS as u32 + 1,
+            100,
+            Duration::from_millis(200),
+        );
+        assert_eq!(limit(&s, now), Some(400));
+    }
+
+    #[test]
+    fn off_admits_everything() {
+        let s = Shedder::with_gauge(CpuThreshold::OFF, Arc::new(AtomicU32::new(1000)));
+        assert!(!s.should_refuse(usize::MAX, Instant::now()));
+    }
+
+    #[test]
+    fn thresholds_parse() {
+        assert_eq!("90".parse(), Ok(CpuThreshold(Some(90))));
+        assert_eq!(" 75% ".parse(), Ok(CpuThreshold(Some(75))));
+        assert_eq!("OFF".parse(), Ok(CpuThreshold::OFF));
+        for bad in ["0", "101", "ninety", "-5", ""] {
+            assert!(bad.parse::<CpuThreshold>().is_err(), "{bad}");
+        }
+        assert_eq!(CpuThreshold(Some(90)).to_string(), "90%");
+    }
+
+    #[test]
+    fn cpu_time_counts_only_the_allowed_cpus() {
+        let stat = "cpu  200 0 100 1600 100 0 0 0 0 0\n\
+                    cpu0 100 0 50 800 50 0 0 0 0 0\n\
+                    cpu1 100 0 50 800 50 0 0 0 0 0\n\
+                    intr 1 2 3\n";
+        let one = CpuTimes::parse(stat, &[1]).unwrap();
+        assert_eq!(
+            one,
+            CpuTimes {
+                busy: 150,
+                total: 1000
+            }
+        );
+        assert_eq!(CpuTimes::parse(stat, &[0, 1]).unwrap().total, 2000);
+        assert_eq!(CpuTimes::parse(stat, &[7]), None);
+        let later = CpuTimes::parse("cpu1 170 0 50 870 50 0 0 0 0 0\n", &[1]).unwrap();
+        assert_eq!(later.busy_per_mille_since(&one), 500);
+        assert_eq!(CpuTimes::parse("cpu1 1 2\n", &[1]), None);
+    }
+
+    #[test]
+    fn the_allowed_cpus_come_from_proc_self_status() {
+        let status = "Name:\tgateway\nCpus_allowed:\t4d\nCpus_allowed_list:\t0,2-3,6\n";
+        assert_eq!(allowed_cpus(status), Some(vec![0, 2, 3, 6]));
+        assert_eq!(allowed_cpus("Name:\tgateway\n"), None);
+        assert_eq!(allowed_cpus("Cpus_allowed_list:\tx\n"), None);
+    }
+}
