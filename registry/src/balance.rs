@@ -29,11 +29,18 @@ const FORCED_PICK_MS: u64 = 1_000;
 /// A latency for instances never heard from when both candidates are: only load counts.
 const UNKNOWN_LATENCY_NS: f64 = 1.0;
 
+/// One candidate's score must beat the other's by this factor to win outright. Closer
+/// scores are noise (two healthy instances rarely answer in exactly the same time), and
+/// letting noise decide would send nearly every call to whichever is a little faster.
+const CLEARLY_BETTER: f64 = 1.5;
+
 /// The balancer of [`crate::configure_client`], for any `Discover`.
 ///
 /// Each pick takes two random instances among those whose breaker lets calls through and
-/// keeps the one with the lower load score, `latency × (in flight + 1) / weight`
-/// (an instance never heard from borrows the other's latency). One not picked for ~1 s is
+/// keeps the one with the clearly lower load score, `latency × (in flight + 1) / weight`
+/// (an instance never heard from borrows the other's latency); between scores within
+/// [`CLEARLY_BETTER`] of each other it draws by weight, so that healthy instances share
+/// the load. One not picked for ~1 s is
 /// picked the next time it is a candidate. A half-open instance gets its probe first. When
 /// the picker is asked again (Volo's transport retry, or [`crate::RetryLayer`] after a
 /// timeout) it yields another instance: first those with closed breakers, then open ones
@@ -257,7 +264,16 @@ fn choose(
         let e = &entries[i];
         latency.max(UNKNOWN_LATENCY_NS) * f64::from(e.stats.in_flight() + 1) / f64::from(e.weight)
     };
-    Some(if score(b, lb) < score(a, la) { b } else { a })
+    let (sa, sb) = (score(a, la), score(b, lb));
+    if sb * CLEARLY_BETTER < sa {
+        return Some(b);
+    }
+    if sa * CLEARLY_BETTER < sb {
+        return Some(a);
+    }
+    // As good as each other: by weight, at random.
+    let (wa, wb) = (entries[a].weight as usize, entries[b].weight as usize);
+    Some(if rand(wa + wb) < wa { a } else { b })
 }
 
 #[cfg(test)]
@@ -291,9 +307,18 @@ mod tests {
         e.stats.mark_picked(now_ms);
     }
 
-    /// Always the first two candidates, in order.
+    /// Always the first two candidates, in order (and the first on a draw).
     fn first_two() -> impl FnMut(usize) -> usize {
         |_| 0
+    }
+
+    /// The first two candidates, in order, then `draw` for the draw by weight.
+    fn pair_then(draw: usize) -> impl FnMut(usize) -> usize {
+        let mut calls = 0;
+        move |_| {
+            calls += 1;
+            if calls > 2 { draw } else { 0 }
+        }
     }
 
     #[test]
@@ -302,18 +327,28 @@ mod tests {
         load(&l.entries[0], 50, 0, 5_000);
         load(&l.entries[1], 10, 0, 5_000);
         assert_eq!(choose(&l.entries, &[0, 1], 5_000, first_two()), Some(1));
-        // Four calls in flight make 10 ms worse than 40 ms idle.
-        load(&l.entries[0], 40, 0, 5_000);
-        load(&l.entries[1], 10, 4, 5_000);
+        // Five calls in flight make 10 ms worse than 30 ms idle.
+        load(&l.entries[0], 30, 0, 5_000);
+        load(&l.entries[1], 10, 5, 5_000);
         assert_eq!(choose(&l.entries, &[0, 1], 5_000, first_two()), Some(0));
     }
 
     #[test]
-    fn weight_divides_the_score() {
+    fn close_scores_share_the_load_by_weight() {
         let (_h, l) = list(&[30, 10]);
-        load(&l.entries[0], 20, 0, 5_000);
+        load(&l.entries[0], 33, 0, 5_000);
         load(&l.entries[1], 10, 0, 5_000);
-        assert_eq!(choose(&l.entries, &[0, 1], 5_000, first_two()), Some(0));
+        // Within 1.5× of each other: drawn by weight, 30 to 10.
+        let draws = [0, 29, 30, 39];
+        let chosen: Vec<_> = draws
+            .iter()
+            .map(|&d| choose(&l.entries, &[0, 1], 5_000, pair_then(d)))
+            .collect();
+        assert_eq!(chosen, [Some(0), Some(0), Some(1), Some(1)]);
+        // Weight divides the score: 30 ms at weight 30 clearly beats 20 ms at weight 10.
+        load(&l.entries[0], 30, 0, 5_000);
+        load(&l.entries[1], 20, 0, 5_000);
+        assert_eq!(choose(&l.entries, &[0, 1], 5_000, pair_then(39)), Some(0));
     }
 
     #[test]
@@ -351,7 +386,7 @@ mod tests {
             calls.push(n);
             0
         });
-        assert_eq!(calls, [3, 2]);
+        assert_eq!(calls[..2], [3, 2]);
         assert!(matches!(chosen, Some(0 | 1)));
     }
 

@@ -522,6 +522,29 @@ async fn a_slow_instance_loses_its_share() {
     );
 }
 
+/// Two healthy instances share the calls about evenly, even one call at a time (nothing in
+/// flight to tell them apart): their latencies differ by noise, which must not send nearly
+/// every call to the one that happens to be faster.
+#[tokio::test]
+async fn healthy_instances_share_the_load() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let a = Backend::start(&etcd, "even", Mode::Answer).await;
+    let b = Backend::start(&etcd, "even", Mode::Answer).await;
+    let client = TestClient::new("even", &client_options(&etcd));
+    for _ in 0..1_000 {
+        client.call().await.expect("a healthy instance answers");
+    }
+    let (ra, rb) = (a.received(), b.received());
+    eprintln!("a {ra}, b {rb}");
+    assert!(
+        ra.min(rb) * 10 >= (ra + rb) * 3,
+        "one instance got {} of {} calls",
+        ra.min(rb),
+        ra + rb
+    );
+}
+
 /// (d) Every instance hung, breaker off (so only the budget limits retries): attempts stay
 /// within calls × (1 + 20 %) + the floor (1/s over the 10 s window), instead of doubling.
 #[tokio::test]
