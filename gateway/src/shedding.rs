@@ -10,9 +10,15 @@
 //! The latency without load is remembered through an overload: time spent shedding does not
 //! age it, or the queueing that shedding allows would become the new normal, step by step.
 //!
-//! The CPU gate keeps a slow backend from being mistaken for overload: a hung replica raises
-//! latency and requests in flight too, but not CPU, and retries are the answer to it. The CPU
-//! is that of the cores the gateway may run on (its affinity, as `taskset` or a cpuset sets it).
+//! Shedding starts only when both say so: the CPUs are saturated, and a queue stands (even
+//! the fastest request of the last 100 ms took longer than an average one without load,
+//! CoDel's test). The CPU gate keeps a slow backend from being mistaken for overload: a hung
+//! replica raises latency and requests in flight too, but not CPU, and retries are the answer
+//! to it. The queue test keeps a busy host's bursts from being mistaken for it: a burst leaves
+//! some requests fast. Once started, it lasts until a second passes without a refusal, and
+//! keeps fewer requests in flight than it takes to start (two per CPU, not four), so that an
+//! overload's queue stays short. The CPUs are those the gateway may run on (its affinity, as
+//! `taskset` or a cpuset sets it).
 
 use std::{
     fmt,
@@ -32,8 +38,13 @@ const BUCKETS: usize = 10;
 const MIN_SAMPLED_BUCKETS: usize = 3;
 /// Seconds of calm over which the latency without load is the best bucket's.
 const CALM_SECONDS: usize = 30;
-/// In-flight requests never refused: light load is never shed, however the estimate moves.
-const MIN_IN_FLIGHT: usize = 8;
+/// In-flight requests never refused, per CPU the gateway may use, however the estimate
+/// moves: before shedding starts (a few waiting on each CPU is ordinary jitter on a busy
+/// host, not an overload), and once it has (one running and one waiting on each is not a
+/// queue). The gap between them keeps an overload's queue short without mistaking a busy
+/// moment for one.
+const START_IN_FLIGHT_PER_CPU: usize = 4;
+const KEEP_IN_FLIGHT_PER_CPU: usize = 2;
 /// Room above the estimate: without it, every refusal would lower the next estimate.
 const HEADROOM: f64 = 2.0;
 /// After a refusal, shedding stays armed this long even if the CPU dips, so that it does not
@@ -82,8 +93,7 @@ impl fmt::Display for CpuThreshold {
 pub struct Shedder {
     /// Shedding starts at this CPU use, in per mille; `None`: never.
     cpu_threshold: Option<u32>,
-    /// Use of the CPUs it may run on over the last second, in per mille (0 where unknown).
-    cpu: Arc<AtomicU32>,
+    cpu: Arc<CpuGauge>,
     in_flight: AtomicUsize,
     state: Mutex<State>,
 }
@@ -110,6 +120,8 @@ struct Bucket {
     tick: u64,
     finished: u64,
     latency_sum: Duration,
+    /// The fastest request finished in it.
+    latency_min: Option<Duration>,
 }
 
 impl Bucket {
@@ -132,7 +144,7 @@ impl Drop for Ticket<'_> {
 
 impl Shedder {
     /// A shedder whose CPU gauge the caller sets (tests), or none reads.
-    fn with_gauge(threshold: CpuThreshold, cpu: Arc<AtomicU32>) -> Self {
+    fn with_gauge(threshold: CpuThreshold, cpu: Arc<CpuGauge>) -> Self {
         Self {
             cpu_threshold: threshold.0.map(|percent| percent * 10),
             cpu,
@@ -151,7 +163,7 @@ impl Shedder {
 
     /// Sheds from `threshold` of its CPUs' use on. Starts the thread that samples the CPU.
     pub fn new(threshold: CpuThreshold) -> Arc<Self> {
-        let cpu = Arc::new(AtomicU32::new(0));
+        let cpu = Arc::new(CpuGauge::default());
         if threshold != CpuThreshold::OFF {
             let gauge = Arc::downgrade(&cpu);
             let spawned = std::thread::Builder::new()
@@ -182,16 +194,26 @@ impl Shedder {
         let Some(threshold) = self.cpu_threshold else {
             return false;
         };
-        if in_flight < MIN_IN_FLIGHT {
+        let cpus = self.cpu.cpus.load(Ordering::Relaxed).max(1) as usize;
+        if in_flight < KEEP_IN_FLIGHT_PER_CPU * cpus {
             return false;
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.roll(now);
-        let hot = self.cpu.load(Ordering::Relaxed) >= threshold;
-        if !hot && !state.armed(now) {
+        let armed = state.armed(now);
+        let hot = self.cpu.busy_per_mille.load(Ordering::Relaxed) >= threshold;
+        let starting = hot && state.queue_standing(now);
+        if !armed && !starting {
             return false;
         }
-        let refuse = state.max_in_flight(now).is_some_and(|max| in_flight >= max);
+        let floor = if armed && hot {
+            KEEP_IN_FLIGHT_PER_CPU
+        } else {
+            START_IN_FLIGHT_PER_CPU
+        } * cpus;
+        let refuse = state
+            .max_in_flight(now)
+            .is_some_and(|max| in_flight >= max.max(floor));
         if refuse {
             state.armed_until = Some(now + COOL_OFF);
         }
@@ -206,7 +228,9 @@ impl Shedder {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = state.bucket(now);
         bucket.finished += 1;
-        bucket.latency_sum += now.saturating_duration_since(admitted);
+        let latency = now.saturating_duration_since(admitted);
+        bucket.latency_sum += latency;
+        bucket.latency_min = Some(bucket.latency_min.map_or(latency, |min| min.min(latency)));
     }
 }
 
@@ -259,9 +283,22 @@ impl State {
         bucket
     }
 
+    /// Whether even the fastest request of the last full bucket took longer than an average
+    /// one without load: every request waited, a queue stands (CoDel's test). A burst, or a
+    /// slow backend beside fast ones, leaves some requests fast.
+    fn queue_standing(&self, now: Instant) -> bool {
+        let last = self.tick(now).wrapping_sub(1);
+        let bucket = &self.window[(last % BUCKETS as u64) as usize];
+        let fastest = (bucket.tick == last)
+            .then_some(bucket.latency_min)
+            .flatten();
+        let unloaded = self.best.iter().flatten().min();
+        matches!((fastest, unloaded), (Some(fastest), Some(unloaded)) if fastest > *unloaded)
+    }
+
     /// Requests the gateway can carry at once: the most finished in a past bucket of the
     /// window (the current one is still filling), times the latency without load, with
-    /// headroom; `None` until enough buckets have data.
+    /// headroom; `None` until enough buckets have data. (The caller applies its floor.)
     fn max_in_flight(&self, now: Instant) -> Option<usize> {
         let current = self.tick(now);
         let past = self
@@ -275,16 +312,23 @@ impl State {
             return None;
         }
         let per_second = most_finished as f64 / BUCKET.as_secs_f64();
-        let max = (per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize;
-        Some(max.max(MIN_IN_FLIGHT))
+        Some((per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize)
     }
 }
 
-/// Keeps `cpu` at the use of the CPUs this process may run on over the last [`CPU_SAMPLES`]
-/// samples, in per mille, until the shedder is gone. A thread of its own, so that a swamped runtime does not
-/// delay the very reading that would relieve it. Reads `/proc`; elsewhere the gauge stays at 0
-/// and nothing is shed.
-fn sample_cpu(cpu: std::sync::Weak<AtomicU32>) {
+/// The CPUs the gateway may run on, as [`sample_cpu`] last read them.
+#[derive(Debug, Default)]
+struct CpuGauge {
+    /// Their use over the last [`CPU_SAMPLES`] samples, in per mille (0 where unknown).
+    busy_per_mille: AtomicU32,
+    /// How many there are (0 where unknown).
+    cpus: AtomicU32,
+}
+
+/// Keeps `cpu` up to date until the shedder is gone. A thread of its own, so that a swamped
+/// runtime does not delay the very reading that would relieve it. Reads `/proc`; elsewhere
+/// the gauge stays at 0 and nothing is shed.
+fn sample_cpu(cpu: std::sync::Weak<CpuGauge>) {
     let mut samples = std::collections::VecDeque::with_capacity(CPU_SAMPLES + 1);
     loop {
         let Some(gauge) = cpu.upgrade() else { return };
@@ -297,7 +341,10 @@ fn sample_cpu(cpu: std::sync::Weak<AtomicU32>) {
             samples.pop_front();
         }
         if let (Some(first), Some(last)) = (samples.front(), samples.back()) {
-            gauge.store(last.busy_per_mille_since(first), Ordering::Relaxed);
+            gauge
+                .busy_per_mille
+                .store(last.busy_per_mille_since(first), Ordering::Relaxed);
+            gauge.cpus.store(last.cpus, Ordering::Relaxed);
         }
         drop(gauge);
         std::thread::sleep(CPU_SAMPLE);
@@ -309,14 +356,18 @@ fn sample_cpu(cpu: std::sync::Weak<AtomicU32>) {
 struct CpuTimes {
     busy: u64,
     total: u64,
+    cpus: u32,
 }
 
 impl CpuTimes {
     /// The `cpuN` lines of `/proc/stat` for the CPUs in `allowed`: `cpuN user nice system idle
     /// iowait irq softirq steal …`. Stolen time counts as busy: the CPU was wanted and not had.
     fn parse(stat: &str, allowed: &[u32]) -> Option<Self> {
-        let mut sum = Self { busy: 0, total: 0 };
-        let mut found = 0;
+        let mut sum = Self {
+            busy: 0,
+            total: 0,
+            cpus: 0,
+        };
         for line in stat.lines() {
             let Some((name, times)) = line.split_once(' ') else {
                 continue;
@@ -338,9 +389,9 @@ impl CpuTimes {
             let busy = user + nice + system + irq + softirq + steal;
             sum.busy += busy;
             sum.total += busy + idle + iowait;
-            found += 1;
+            sum.cpus += 1;
         }
-        (found > 0).then_some(sum)
+        (sum.cpus > 0).then_some(sum)
     }
 
     fn busy_per_mille_since(&self, earlier: &Self) -> u32 {
@@ -378,11 +429,20 @@ fn read_cpu_times() -> Option<CpuTimes> {
 mod tests {
     use super::*;
 
+    /// A shedder whose CPUs (`CPUS` of them) are `cpu_per_mille` busy.
     fn shedder(cpu_per_mille: u32) -> Shedder {
-        Shedder::with_gauge(
-            CpuThreshold(Some(90)),
-            Arc::new(AtomicU32::new(cpu_per_mille)),
-        )
+        Shedder::with_gauge(CpuThreshold(Some(90)), gauge(cpu_per_mille))
+    }
+
+    const CPUS: u32 = 4;
+    const START: usize = START_IN_FLIGHT_PER_CPU * CPUS as usize;
+    const KEEP: usize = KEEP_IN_FLIGHT_PER_CPU * CPUS as usize;
+
+    fn gauge(cpu_per_mille: u32) -> Arc<CpuGauge> {
+        Arc::new(CpuGauge {
+            busy_per_mille: AtomicU32::new(cpu_per_mille),
+            cpus: AtomicU32::new(CPUS),
+        })
     }
 
     /// `per_bucket` requests of `latency` finished in each bucket of `seconds` from `start`;
@@ -395,6 +455,16 @@ mod tests {
         latency: Duration,
     ) -> Instant {
         let buckets = seconds * (Duration::from_secs(1).as_millis() / BUCKET.as_millis()) as u32;
+        feed_buckets(s, start, buckets, per_bucket, latency)
+    }
+
+    fn feed_buckets(
+        s: &Shedder,
+        start: Instant,
+        buckets: u32,
+        per_bucket: u64,
+        latency: Duration,
+    ) -> Instant {
         for k in 0..buckets {
             let done = start + BUCKET * k + BUCKET / 2;
             for _ in 0..per_bucket {
@@ -411,6 +481,12 @@ mod tests {
         feed(s, origin, 1, per_bucket, latency)
     }
 
+    /// As [`fill`], then a bucket in which every request took twice as long: a queue stands.
+    fn fill_queued(s: &Shedder, per_bucket: u64, latency: Duration) -> Instant {
+        let now = fill(s, per_bucket, latency);
+        feed_buckets(s, now, 1, per_bucket, latency * 2)
+    }
+
     fn limit(s: &Shedder, now: Instant) -> Option<usize> {
         let mut state = s.state.lock().unwrap();
         state.roll(now);
@@ -421,10 +497,25 @@ mod tests {
     fn the_limit_is_throughput_times_best_latency_with_headroom() {
         let s = shedder(1000);
         // 100 requests each 100 ms (1,000/s) of 20 ms: 20 at once, 40 with headroom.
-        let now = fill(&s, 100, Duration::from_millis(20));
+        let now = fill_queued(&s, 100, Duration::from_millis(20));
         assert_eq!(limit(&s, now), Some(40));
         assert!(!s.should_refuse(39, now));
         assert!(s.should_refuse(40, now));
+    }
+
+    #[test]
+    fn a_busy_moment_without_a_standing_queue_is_not_shed() {
+        let s = shedder(1000);
+        let now = fill(&s, 100, Duration::from_millis(20));
+        assert!(
+            !s.should_refuse(1_000, now),
+            "the fastest took no longer than usual"
+        );
+        // One slow request among fast ones: still no standing queue.
+        let now = feed_buckets(&s, now, 1, 100, Duration::from_millis(20));
+        s.in_flight.fetch_add(1, Ordering::AcqRel);
+        s.finish(now - Duration::from_secs(1), now - BUCKET / 2);
+        assert!(!s.should_refuse(1_000, now));
     }
 
     #[test]
@@ -437,23 +528,32 @@ mod tests {
     #[test]
     fn a_refusal_keeps_shedding_armed_for_a_while_after_the_cpu_dips() {
         let s = shedder(1000);
-        let now = fill(&s, 100, Duration::from_millis(20));
+        let now = fill_queued(&s, 100, Duration::from_millis(20));
         assert!(s.should_refuse(50, now));
-        s.cpu.store(0, Ordering::Relaxed);
-        assert!(s.should_refuse(50, now + COOL_OFF / 2));
-        assert!(!s.should_refuse(50, now + COOL_OFF));
+        s.cpu.busy_per_mille.store(0, Ordering::Relaxed);
+        let later = now + COOL_OFF / 2;
+        assert!(s.should_refuse(50, later));
+        // Each refusal re-arms it.
+        assert!(!s.should_refuse(50, later + COOL_OFF));
     }
 
     #[test]
-    fn light_load_and_a_young_window_are_never_shed() {
+    fn nothing_is_shed_below_the_floor_or_in_a_young_window() {
         let s = shedder(1000);
         assert!(!s.should_refuse(1_000, Instant::now()), "no data yet");
-        let now = fill(&s, 1, Duration::from_millis(1));
-        assert_eq!(
-            s.state.lock().unwrap().max_in_flight(now),
-            Some(MIN_IN_FLIGHT)
-        );
-        assert!(!s.should_refuse(MIN_IN_FLIGHT - 1, now));
+        let now = fill_queued(&s, 1, Duration::from_millis(1));
+        assert_eq!(s.state.lock().unwrap().max_in_flight(now), Some(1));
+        assert!(!s.should_refuse(START - 1, now));
+        assert!(s.should_refuse(START, now));
+        // Once shedding, it keeps fewer in flight.
+        assert!(!s.should_refuse(KEEP - 1, now));
+        assert!(s.should_refuse(KEEP, now));
+        // The floors follow the CPUs the gateway may use.
+        s.cpu.cpus.store(1, Ordering::Relaxed);
+        assert!(s.should_refuse(KEEP_IN_FLIGHT_PER_CPU, now));
+        s.state.lock().unwrap().armed_until = None;
+        assert!(!s.should_refuse(START_IN_FLIGHT_PER_CPU - 1, now));
+        assert!(s.should_refuse(START_IN_FLIGHT_PER_CPU, now));
     }
 
     #[test]
@@ -485,7 +585,7 @@ mod tests {
 
     #[test]
     fn off_admits_everything() {
-        let s = Shedder::with_gauge(CpuThreshold::OFF, Arc::new(AtomicU32::new(1000)));
+        let s = Shedder::with_gauge(CpuThreshold::OFF, gauge(1000));
         assert!(!s.should_refuse(usize::MAX, Instant::now()));
     }
 
@@ -511,7 +611,8 @@ mod tests {
             one,
             CpuTimes {
                 busy: 150,
-                total: 1000
+                total: 1000,
+                cpus: 1
             }
         );
         assert_eq!(CpuTimes::parse(stat, &[0, 1]).unwrap().total, 2000);

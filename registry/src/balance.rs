@@ -29,6 +29,11 @@ const FORCED_PICK_MS: u64 = 1_000;
 /// A latency for instances never heard from when both candidates are: only load counts.
 const UNKNOWN_LATENCY_NS: f64 = 1.0;
 
+/// Added to every latency before comparing: below a millisecond, differences are noise (a
+/// first call that also connected, a scheduler hiccup) that the average, fed only by the
+/// calls an instance wins, might never unlearn.
+const LATENCY_SLACK_NS: f64 = 1e6;
+
 /// One candidate's score must beat the other's by this factor to win outright. Closer
 /// scores are noise (two healthy instances rarely answer in exactly the same time), and
 /// letting noise decide would send nearly every call to whichever is a little faster.
@@ -37,7 +42,7 @@ const CLEARLY_BETTER: f64 = 1.5;
 /// The balancer of [`crate::configure_client`], for any `Discover`.
 ///
 /// Each pick takes two random instances among those whose breaker lets calls through and
-/// keeps the one with the clearly lower load score, `latency × (in flight + 1) / weight`
+/// keeps the one with the clearly lower load score, `(latency + 1 ms) × (in flight + 1) / weight`
 /// (an instance never heard from borrows the other's latency); between scores within
 /// [`CLEARLY_BETTER`] of each other it draws by weight, so that healthy instances share
 /// the load. One not picked for ~1 s is
@@ -262,7 +267,8 @@ fn choose(
     };
     let score = |i: usize, latency: f64| {
         let e = &entries[i];
-        latency.max(UNKNOWN_LATENCY_NS) * f64::from(e.stats.in_flight() + 1) / f64::from(e.weight)
+        (latency.max(UNKNOWN_LATENCY_NS) + LATENCY_SLACK_NS) * f64::from(e.stats.in_flight() + 1)
+            / f64::from(e.weight)
     };
     let (sa, sb) = (score(a, la), score(b, lb));
     if sb * CLEARLY_BETTER < sa {

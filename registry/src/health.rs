@@ -79,6 +79,8 @@ struct Locked {
     breaker: Breaker,
     /// When the latency average last took a sample.
     last_sample: Option<Instant>,
+    /// Whether the last call failed.
+    failing: bool,
 }
 
 /// Whether the balancer may choose an instance, read without locking.
@@ -156,6 +158,7 @@ impl InstanceStats {
             locked: Mutex::new(Locked {
                 breaker: Breaker::new(breaker, epoch),
                 last_sample: None,
+                failing: false,
             }),
         }
     }
@@ -232,7 +235,13 @@ impl InstanceStats {
         };
         let mut locked = self.lock();
         let sample = sample.as_nanos() as f64;
+        let recovered = locked.failing && outcome == Outcome::Success;
+        locked.failing = outcome != Outcome::Success;
         let next = match (self.latency_ns(), locked.last_sample) {
+            // The first answer after failures: they counted as 1 s each to steer calls away
+            // while it failed; averaged out one forced pick a second, they would keep a healed
+            // instance starved for seconds more.
+            _ if recovered => sample,
             (Some(avg), Some(last)) => {
                 let gap = now.saturating_duration_since(last).as_secs_f64();
                 let w = 1.0 - (-gap / TAU.as_secs_f64()).exp();
@@ -490,6 +499,14 @@ mod tests {
         );
         assert!(s.latency_ns().unwrap() > 0.9e9);
         assert_eq!(s.in_flight(), 0);
+        // The first answer after it replaces the average, however soon it comes.
+        s.start();
+        s.finish(
+            Outcome::Success,
+            Duration::from_millis(3),
+            t0 + Duration::from_millis(60_001),
+        );
+        assert_eq!(s.latency_ns(), Some(3e6));
     }
 
     #[test]

@@ -29,10 +29,11 @@ use crate::{
 };
 
 const CAPACITY_CLIENTS: usize = 8;
-const CAPACITY_SECS: f64 = 8.0;
+const CAPACITY_SECS: f64 = 13.0;
 /// The first seconds of the capacity run warm the stack up and are not counted.
 const CAPACITY_WARM_UP: f64 = 3.0;
-const UNLOADED_SECS: f64 = 5.0;
+/// Long enough for a p99 of a few hundred requests.
+const UNLOADED_SECS: f64 = 15.0;
 const FACTOR: f64 = 3.0;
 const OVERLOAD_SECS: f64 = 30.0;
 const RECOVERY_SECS: f64 = 5.0;
