@@ -15,9 +15,9 @@
 //! CoDel's test). The CPU gate keeps a slow backend from being mistaken for overload: a hung
 //! replica raises latency and requests in flight too, but not CPU, and retries are the answer
 //! to it. The queue test keeps a busy host's bursts from being mistaken for it: a burst leaves
-//! some requests fast. Once started, it lasts until a second passes without a refusal, and
-//! keeps fewer requests in flight than it takes to start (two per CPU, not four), so that an
-//! overload's queue stays short. The CPUs are those the gateway may run on (its affinity, as
+//! some requests fast. Once started, it lasts until a second passes without a refusal and,
+//! while the CPUs stay saturated, keeps fewer requests in flight than it took to start (two
+//! per CPU, not four), so that an overload's queue stays short. The CPUs are those the gateway may run on (its affinity, as
 //! `taskset` or a cpuset sets it).
 
 use std::{
@@ -39,9 +39,9 @@ const MIN_SAMPLED_BUCKETS: usize = 3;
 /// Seconds of calm over which the latency without load is the best bucket's.
 const CALM_SECONDS: usize = 30;
 /// In-flight requests never refused, per CPU the gateway may use, however the estimate
-/// moves: before shedding starts (a few waiting on each CPU is ordinary jitter on a busy
-/// host, not an overload), and once it has (one running and one waiting on each is not a
-/// queue). The gap between them keeps an overload's queue short without mistaking a busy
+/// moves: to start shedding (a few waiting on each CPU is ordinary jitter on a busy host,
+/// not an overload), and while shedding with the CPUs saturated (one running and one
+/// waiting on each is not a queue). The gap between them keeps an overload's queue short without mistaking a busy
 /// moment for one.
 const START_IN_FLIGHT_PER_CPU: usize = 4;
 const KEEP_IN_FLIGHT_PER_CPU: usize = 2;

@@ -141,16 +141,24 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     // A request in flight at SIGTERM: its head is in, its body is not yet.
     let body = br#"{"username": "", "password": "secret1"}"#;
     let mut in_flight = TcpStream::connect(&addr).await.unwrap();
+    // `Expect: 100-continue` makes the moment visible: the interim 100 is sent once the
+    // handler reads the body. (A head still unread at SIGTERM is dropped with its
+    // connection, unanswered: not in flight yet.)
     let head = format!(
         "POST /api/user/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     in_flight.write_all(head.as_bytes()).await.unwrap();
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut read = vec![0; interim.len()];
+    let continued = tokio::time::timeout(Duration::from_secs(10), in_flight.read_exact(&mut read));
+    assert!(
+        matches!(continued.await, Ok(Ok(_))),
+        "no 100 Continue within 10 s"
+    );
+    assert_eq!(read, interim, "{}", String::from_utf8_lossy(&read));
     in_flight.write_all(&body[..10]).await.unwrap();
-    // Nothing outside shows the head parsed; give the gateway a moment to read it. (A head
-    // still unread at SIGTERM is dropped with its connection, unanswered: not in flight yet.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     child.terminate();
     // New connections are refused (not accepted and then reset) once it stops listening.
