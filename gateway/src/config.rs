@@ -2,7 +2,10 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
-use rpc::volo_etcd::{ClientOptions, EtcdArgs};
+use rpc::{
+    runtime::logging::LogFormat,
+    volo_etcd::{ClientOptions, EtcdArgs},
+};
 
 use crate::{ConnectionLimits, CpuThreshold, HeadLimits, Rate, Rates};
 
@@ -80,6 +83,9 @@ pub struct Config {
     /// After SIGTERM, how long requests in flight get to finish.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// Print the mounted routes and exit.
     #[arg(long)]
     pub print_routes: bool,

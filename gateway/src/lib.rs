@@ -154,17 +154,6 @@ pub async fn serve(
     server::serve_until(app, listener, limits, server::signal()).await
 }
 
-/// Logs filtered by `RUST_LOG` (default `info`); call once from `main`.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        // Colours only for a terminal: logs collected from a pipe stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(filter)
-        .init();
-}
-
 async fn healthz() -> Response {
     reply::json_bytes(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
 }

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         print!("{}", gateway::describe_routes(rpc::ROUTES));
         return ExitCode::SUCCESS;
     }
-    gateway::init_tracing();
+    rpc::runtime::logging::init(config.log_format);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

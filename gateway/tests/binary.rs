@@ -91,8 +91,8 @@ fn a_malformed_etcd_endpoint_stops_the_gateway_at_start() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
+/// Starts the gateway on a free port with `args`; its address once it serves.
+async fn start(args: &[&str]) -> (ChildProcess, String) {
     let mut cmd = gateway();
     cmd.args([
         "--listen",
@@ -101,26 +101,73 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
         "127.0.0.1:1",
         "--dev",
     ]);
-    let mut child = ChildProcess::spawn(cmd).unwrap();
+    cmd.args(args);
+    let child = ChildProcess::spawn(cmd).unwrap();
     let serving = wait_until(Duration::from_secs(10), || {
         let out = child.output();
         async move { out.contains("gateway serving on") }
     })
     .await;
     assert!(serving, "the gateway did not start: {}", child.output());
-    let out = child.output();
-    assert!(
-        out.contains("random secret"),
-        "no warning about the secret: {out}"
-    );
-
-    // One request, then its access log line.
-    let addr = out
+    let addr = child
+        .output()
         .split("gateway serving on http://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .expect("the address in the log")
         .to_owned();
+    (child, addr)
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let (child, addr) = start(&["--log-format", "json"]).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-json\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logged = wait_until(Duration::from_secs(5), || {
+        let out = child.output();
+        async move { out.contains("probe-json") }
+    })
+    .await;
+    assert!(logged, "no access log line: {}", child.output());
+    let lines: Vec<serde_json::Value> = child
+        .output()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "gateway::access")
+        .expect("an access line");
+    assert_eq!(access["request_id"], "probe-json", "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["level"], "INFO", "{access}");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("gateway serving on"))),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
+    let (mut child, addr) = start(&[]).await;
+    let out = child.output();
+    assert!(
+        out.contains("random secret"),
+        "no warning about the secret: {out}"
+    );
+    assert!(!out.contains('\x1b'), "colour codes in piped logs: {out:?}");
+
+    // One request, then its access log line.
     let mut conn = TcpStream::connect(&addr).await.unwrap();
     conn.write_all(
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-1\r\nConnection: close\r\n\r\n",

@@ -146,7 +146,6 @@ clap.workspace = true
 anyhow.workspace = true
 humantime.workspace = true
 tracing.workspace = true
-tracing-subscriber.workspace = true
 
 [lints]
 workspace = true
@@ -166,13 +165,8 @@ use {krate}::{{Config, Handler}};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {{
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let config = Config::parse();
+    rpc::runtime::logging::init(config.log_format);
     {module}::{glue}::bind_and_serve(Handler, config.listen, &config.serve_options())
         .await
         .context("{service} stopped with an error")
@@ -208,7 +202,10 @@ fn config_rs(idl: &Idl, svc: &Service) -> String {
 
 use std::{{net::SocketAddr, time::Duration}};
 
-use rpc::volo_etcd::{{EtcdArgs, RegisterOptions, ServeOptions}};
+use rpc::{{
+    runtime::logging::LogFormat,
+    volo_etcd::{{EtcdArgs, RegisterOptions, ServeOptions}},
+}};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves {service} over Thrift, registered in etcd")]
@@ -229,6 +226,9 @@ pub struct Config {{
     /// Lease TTL of the registration: how long a crashed instance stays listed.
     #[arg(long, env = "LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }}
 
 impl Config {{

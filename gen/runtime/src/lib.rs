@@ -11,12 +11,14 @@
 //! - [`Envelope`]: a response split into status (`BaseResp`) and data.
 //! - [`deadline`]: the caller's deadline on the server side (from the TTHeader), for handlers
 //!   to check before expensive work.
+//! - [`logging`]: the logging set-up of every binary (`--log-format text|json`).
 //!
 //! Nothing here depends on an HTTP framework: the gateway adapts volo-http to [`RequestParts`].
 
 use std::{borrow::Cow, fmt, future::Future};
 
 pub mod deadline;
+pub mod logging;
 pub mod vd;
 
 /// Where a request field's value comes from.

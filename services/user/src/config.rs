@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
-use rpc::volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions};
+use rpc::{
+    runtime::logging::LogFormat,
+    volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions},
+};
 
 use crate::password::{Hasher, default_concurrency};
 
@@ -47,6 +50,9 @@ pub struct Config {
     /// ServiceErr "busy" (keep it below the callers' RPC timeout).
     #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
+    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl Config {

@@ -7,15 +7,9 @@ use user_service::{Config, Store};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // Colours only for a terminal: logs collected from a pipe stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match serve(Config::parse()).await {
+    let config = Config::parse();
+    rpc::runtime::logging::init(config.log_format);
+    match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             // Each error's message already names its cause; no chain to repeat.

@@ -53,8 +53,9 @@ struct Args {
     /// One more flag for the gateway (repeat for more), e.g. to raise a rate limit.
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     gateway_args: Vec<String>,
-    /// Leave the gateway's rate limits at their defaults (they are switched off otherwise: the
-    /// load comes from one IP and a few accounts).
+    /// Leave the gateway's rate limits and load shedding at their defaults (they are switched
+    /// off otherwise: the load comes from one IP and a few accounts, and shares two cores with
+    /// the whole stack; shedding stays on for the overload fault).
     #[arg(long)]
     keep_gateway_limits: bool,
     /// The command shown in the report.
@@ -127,6 +128,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .map(|a| a.to_string())
             .collect()
     };
+    if !args.keep_gateway_limits && !selected.contains(&"overload") {
+        gateway_args.push(stack::SHEDDING_OFF.to_string());
+    }
     gateway_args.extend(args.gateway_args.iter().cloned());
     let settings = Settings {
         rate: args.rate,
