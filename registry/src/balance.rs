@@ -42,11 +42,10 @@ const CLEARLY_BETTER: f64 = 1.5;
 /// The balancer of [`crate::configure_client`], for any `Discover`.
 ///
 /// Each pick takes two random instances among those whose breaker lets calls through and
-/// keeps the one with the clearly lower load score, `(latency + 1 ms) × (in flight + 1) / weight`
-/// (an instance never heard from borrows the other's latency); between scores within
-/// 1.5× of each other it draws by weight, so that healthy instances share
-/// the load. One not picked for ~1 s is
-/// picked the next time it is a candidate. A half-open instance gets its probe first. When
+/// keeps the one with the clearly lower load score, `(latency + 1 ms) × (in flight + 1) /
+/// weight` (an instance never heard from borrows the other's latency); between scores within
+/// 1.5× of each other it draws by weight, so that healthy instances share the load. One not
+/// picked for ~1 s is picked the next time it is a candidate. A half-open instance gets its probe first. When
 /// the picker is asked again (Volo's transport retry, or [`crate::RetryLayer`] after a
 /// timeout) it yields another instance: first those with closed breakers, then open ones
 /// (so that a client whose instances are all open still calls one), and instances an earlier

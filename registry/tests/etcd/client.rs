@@ -540,8 +540,11 @@ async fn healthy_instances_share_the_load() {
     }
     let (ra, rb) = (a.received(), b.received());
     eprintln!("a {ra}, b {rb}");
+    // Evenly on a quiet machine (~50:50); on a loaded one a slow moment keeps an instance
+    // out until its next forced pick (15:85 seen in CI). Before the draw on close scores it
+    // was 999:1, so 1 in 20 still tells the two apart.
     assert!(
-        ra.min(rb) * 10 >= (ra + rb) * 3,
+        ra.min(rb) * 20 >= ra + rb,
         "one instance got {} of {} calls",
         ra.min(rb),
         ra + rb
