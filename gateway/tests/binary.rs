@@ -119,18 +119,23 @@ async fn start(args: &[&str]) -> (ChildProcess, String) {
     (child, addr)
 }
 
-#[tokio::test]
-async fn json_logs_are_one_object_per_line_with_the_request_id() {
-    let (child, addr) = start(&["--log-format", "json"]).await;
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-json\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
+/// `GET /healthz` on a connection of its own, with `x-request-id: id`; the whole answer.
+async fn healthz(addr: &str, id: &str) -> String {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: {id}\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let (child, addr) = start(&["--log-format", "json"]).await;
+    healthz(&addr, "probe-json").await;
     let logged = wait_until(Duration::from_secs(5), || {
         let out = child.output();
         async move { out.contains("probe-json") }
@@ -168,15 +173,7 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     assert!(!out.contains('\x1b'), "colour codes in piped logs: {out:?}");
 
     // One request, then its access log line.
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-1\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = healthz(&addr, "probe-1").await;
     assert!(answer.contains(r#"{"status":"ok"}"#), "{answer}");
     let logged = wait_until(Duration::from_secs(5), || {
         let out = child.output();
