@@ -50,7 +50,8 @@ pub struct InstanceHealth {
     /// Attempts on it now.
     pub in_flight: u32,
     /// Average latency (a timeout counts as its full duration, a failure as at least 1 s);
-    /// `None` before its first answer.
+    /// `None` before its first answer, and again from its first answer after failures until the
+    /// next.
     pub latency: Option<Duration>,
     /// Its breaker.
     pub breaker: BreakerState,
@@ -179,7 +180,7 @@ impl InstanceStats {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Average latency in nanoseconds, `None` before the first answer.
+    /// Average latency in nanoseconds, `None` while unknown (see [`InstanceHealth::latency`]).
     pub(crate) fn latency_ns(&self) -> Option<f64> {
         let v = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
         (!v.is_nan()).then_some(v)
@@ -240,8 +241,10 @@ impl InstanceStats {
         let next = match (self.latency_ns(), locked.last_sample) {
             // The first answer after failures: they counted as 1 s each to steer calls away
             // while it failed; averaged out one forced pick a second, they would keep a healed
-            // instance starved for seconds more.
-            _ if recovered => sample,
+            // instance starved for seconds more. Nor does this answer set the average: it may
+            // be a call sent while the instance hung, as slow as the attempt timeout. Unknown
+            // again, the instance competes as a new one until its next answer.
+            _ if recovered => f64::NAN,
             (Some(avg), Some(last)) => {
                 let gap = now.saturating_duration_since(last).as_secs_f64();
                 let w = 1.0 - (-gap / TAU.as_secs_f64()).exp();
@@ -499,12 +502,20 @@ mod tests {
         );
         assert!(s.latency_ns().unwrap() > 0.9e9);
         assert_eq!(s.in_flight(), 0);
-        // The first answer after it replaces the average, however soon it comes.
+        // The first answer after it, however slow, makes the average unknown again...
+        s.start();
+        s.finish(
+            Outcome::Success,
+            Duration::from_millis(900),
+            t0 + Duration::from_millis(60_001),
+        );
+        assert_eq!(s.latency_ns(), None);
+        // ...and the next one starts it afresh, however soon it comes.
         s.start();
         s.finish(
             Outcome::Success,
             Duration::from_millis(3),
-            t0 + Duration::from_millis(60_001),
+            t0 + Duration::from_millis(60_002),
         );
         assert_eq!(s.latency_ns(), Some(3e6));
     }
