@@ -5,13 +5,15 @@ use std::{convert::Infallible, net::IpAddr, sync::Arc};
 
 use volo::{Service, context::Context as _, net::Address};
 use volo_http::{
-    context::ServerContext,
-    http::{HeaderMap, StatusCode},
-    request::Request,
-    response::Response,
+    context::ServerContext, http::HeaderMap, request::Request, response::Response,
+    server::IntoResponse as _,
 };
 
-use crate::{limits::Limits, reply, shedding::Shedder};
+use crate::{
+    limits::Limits,
+    rejection::Rejection,
+    shedding::{Shedder, Ticket},
+};
 
 /// Bounds on a request head, checked before anything else reads it.
 #[derive(Debug, Clone, Copy)]
@@ -38,29 +40,29 @@ where
     type Error = Infallible;
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
+        match self.admit(cx, &req) {
+            Ok(_ticket) => self.inner.call(cx, req).await,
+            Err(rejection) => Ok(rejection.into_response()),
+        }
+    }
+}
+
+impl<S> Admission<S> {
+    /// The checks in order of cost; the ticket holds the request's place in the shedder.
+    fn admit(&self, cx: &ServerContext, req: &Request) -> Result<Ticket<'_>, Rejection> {
         let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if uri_len > self.head.max_uri_bytes {
-            return Ok(reply::error(
-                StatusCode::URI_TOO_LONG,
-                &format!("the URI is longer than {} bytes", self.head.max_uri_bytes),
-            ));
+            return Err(Rejection::UriTooLong {
+                limit: self.head.max_uri_bytes,
+            });
         }
         if header_bytes(req.headers()) > self.head.max_header_bytes {
-            return Ok(reply::error(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                &format!(
-                    "the request headers are larger than {} bytes",
-                    self.head.max_header_bytes
-                ),
-            ));
+            return Err(Rejection::HeadersTooLarge {
+                limit: self.head.max_header_bytes,
+            });
         }
-        if let Err(limited) = self.limits.check_request(client_ip(cx)) {
-            return Ok(reply::too_many_requests(&limited));
-        }
-        let Some(_ticket) = self.shedder.admit() else {
-            return Ok(reply::overloaded());
-        };
-        self.inner.call(cx, req).await
+        self.limits.check_request(client_ip(cx))?;
+        self.shedder.admit().ok_or(Rejection::Overloaded)
     }
 }
 

@@ -7,7 +7,9 @@
 //!   on `api.auth` routes.
 //! - module `routes`: a [`RouteVisitor`](rpc::runtime::RouteVisitor) that turns each generated
 //!   `Endpoint` into a volo-http service holding its client (bind, validate, call, envelope).
-//! - module `reply`: the JSON answers, errors included.
+//! - module `rejection`: every answer the gateway gives instead of the service's (bad input,
+//!   auth, limits, timeouts), one variant each, turned into a response in one place.
+//! - module `reply`: the JSON bodies: the `{code, message, data}` envelope and `{error}`.
 //! - module `admission`: bounds on URI and headers, rate limits and load shedding, before
 //!   routing.
 //! - [`limits`]: the rate limiters (gateway, client IP, log-ins per IP and per account).
@@ -20,6 +22,7 @@ mod admission;
 mod config;
 pub mod jwt;
 pub mod limits;
+mod rejection;
 mod reply;
 mod routes;
 pub mod server;
@@ -34,10 +37,13 @@ use volo_http::{
     request::Request,
     response::Response,
     server::{
+        IntoResponse as _,
         layer::TimeoutLayer,
         route::{Router, get},
     },
 };
+
+use rejection::Rejection;
 
 pub use admission::HeadLimits;
 pub use config::{Config, Secret, parse_size};
@@ -113,7 +119,7 @@ pub fn app_with(
         .route("/openapi.json", routes::with_allow(get(openapi), &["GET"]));
     let router = mounter
         .into_router(router)
-        .fallback(reply::not_found)
+        .fallback(not_found)
         .layer(TimeoutLayer::new(config.request_timeout, on_timeout))
         .layer(volo::catch_panic::Layer::new(on_panic));
     let admission = admission::Admission {
@@ -162,8 +168,12 @@ async fn openapi() -> Response {
     reply::json_bytes(StatusCode::OK, rpc::OPENAPI_JSON.as_bytes().to_vec())
 }
 
+async fn not_found() -> Rejection {
+    Rejection::NoRoute
+}
+
 fn on_timeout(_: &ServerContext) -> Response {
-    reply::error(StatusCode::GATEWAY_TIMEOUT, "the request timed out")
+    Rejection::Timeout.into_response()
 }
 
 /// A bug must not reach the client as a dropped connection or a detail: log it, answer 500.
@@ -173,10 +183,7 @@ fn on_panic(
     info: volo::catch_panic::PanicInfo,
 ) -> Result<Response, Infallible> {
     tracing::error!("a request handler panicked: {info}");
-    Ok(reply::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error",
-    ))
+    Ok(Rejection::Internal.into_response())
 }
 
 /// Gives each request an id and logs one line per request.

@@ -2,11 +2,10 @@
 
 use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync::Arc};
 
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use metainfo::{Forward as _, METAINFO};
-use rpc::{
-    music::base::ErrCode,
-    runtime::{Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate},
+use rpc::runtime::{
+    Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
 };
 use serde::Serialize;
 use volo::Service;
@@ -19,12 +18,15 @@ use volo_http::{
     request::Request,
     response::Response,
     server::{
+        IntoResponse,
         param::PathParamsVec,
         route::{MethodRouter, Router},
     },
 };
 
-use crate::{admission::client_ip, jwt::Jwt, limits::Limits, reply, request_id};
+use crate::{
+    admission::client_ip, jwt::Jwt, limits::Limits, rejection::Rejection, reply, request_id,
+};
 
 /// The metainfo key the request id travels under (the name Kitex services use).
 const RPC_REQUEST_ID: &str = "REQUEST_ID";
@@ -107,7 +109,7 @@ pub(crate) fn with_allow(router: MethodRouter, methods: &[&str]) -> MethodRouter
         .expect("HTTP method names are valid header text");
     router.fallback(move || {
         let allow = allow.clone();
-        async move { reply::method_not_allowed(allow) }
+        async move { Rejection::MethodNotAllowed(allow) }
     })
 }
 
@@ -136,59 +138,33 @@ impl<E: Endpoint> Service<ServerContext, Request> for RouteService<E> {
     type Error = Infallible;
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
-        Ok(self.handle(cx, req).await)
+        Ok(self
+            .handle(cx, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response))
     }
 }
 
 impl<E: Endpoint> RouteService<E> {
-    async fn handle(&self, cx: &mut ServerContext, req: Request) -> Response {
+    async fn handle(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Rejection> {
         let route = E::ROUTE;
         let (parts, body) = req.into_parts();
         let request_id = request_id(&parts.headers);
-        if route.issue_token.is_some()
-            && let Err(limited) = self.shared.limits.check_login_ip(client_ip(cx))
-        {
-            return reply::too_many_requests(&limited);
+        if route.issue_token.is_some() {
+            self.shared.limits.check_login_ip(client_ip(cx))?;
         }
         if route.auth {
             let authorization = parts
                 .headers
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
-            if let Err(e) = self.shared.jwt.verify_header(authorization) {
-                return reply::envelope(
-                    StatusCode::UNAUTHORIZED,
-                    reply::code(ErrCode::AUTHORIZATION_FAILED),
-                    &e.to_string(),
-                    (),
-                );
-            }
+            self.shared.jwt.verify_header(authorization)?;
         }
         let body = if self.has_body {
             if !is_json(&parts.headers) {
-                return reply::error(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "the request body must be JSON (Content-Type: application/json)",
-                );
+                return Err(Rejection::NotJson);
             }
-            match read_limited(body, self.shared.body_limit).await {
-                Ok(bytes) => bytes,
-                Err(BodyError::TooLarge) => {
-                    return reply::error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!(
-                            "the request body is larger than {} bytes",
-                            self.shared.body_limit
-                        ),
-                    );
-                }
-                Err(BodyError::Read) => {
-                    return reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "the request body could not be read",
-                    );
-                }
-            }
+            read_body(body, self.shared.body_limit).await?
         } else {
             Bytes::new()
         };
@@ -198,18 +174,12 @@ impl<E: Endpoint> RouteService<E> {
             headers: &parts.headers,
             body: &body,
         };
-        let request = match E::bind(&http_parts) {
-            Ok(r) => r,
-            Err(e) => return reply::error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        if let Err(e) = request.validate() {
-            return reply::error(StatusCode::BAD_REQUEST, &e.to_string());
-        }
+        let request = E::bind(&http_parts).map_err(Rejection::invalid)?;
+        request.validate()?;
         if route.issue_token.is_some()
             && let Some(account) = account(route, &http_parts)
-            && let Err(limited) = self.shared.limits.check_login_account(&account)
         {
-            return reply::too_many_requests(&limited);
+            self.shared.limits.check_login_account(&account)?;
         }
         // The id reaches the service as Kitex's metainfo value `REQUEST_ID`: its log lines
         // carry it, and a registration retried on another instance is known as the same one.
@@ -218,19 +188,16 @@ impl<E: Endpoint> RouteService<E> {
                 .borrow_mut()
                 .set_transient(RPC_REQUEST_ID, request_id.to_owned())
         });
-        let response = match E::call(&self.client, request).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(
-                    request_id,
-                    service = route.service,
-                    rpc = route.rpc,
-                    error = %e,
-                    "rpc failed"
-                );
-                return reply::service_unavailable();
-            }
-        };
+        let response = E::call(&self.client, request).await.map_err(|e| {
+            tracing::error!(
+                request_id,
+                service = route.service,
+                rpc = route.rpc,
+                error = %e,
+                "rpc failed"
+            );
+            Rejection::ServiceUnavailable
+        })?;
         let code = response.code();
         let message = match response.message() {
             "" if code == 0 => "Success",
@@ -238,9 +205,14 @@ impl<E: Endpoint> RouteService<E> {
         };
         match route.issue_token {
             // As the seed's SendResponse(c, err, nil): a failure carries no data.
-            _ if code != 0 => reply::envelope(StatusCode::OK, code, message, ()),
+            _ if code != 0 => Ok(reply::envelope(StatusCode::OK, code, message, ())),
             Some(field) => self.with_token(&response, field, message, request_id),
-            None => reply::envelope(StatusCode::OK, code, message, response.data()),
+            None => Ok(reply::envelope(
+                StatusCode::OK,
+                code,
+                message,
+                response.data(),
+            )),
         }
     }
 
@@ -251,36 +223,33 @@ impl<E: Endpoint> RouteService<E> {
         field: &str,
         message: &str,
         request_id: &str,
-    ) -> Response {
+    ) -> Result<Response, Rejection> {
         let fail = |why: &dyn std::fmt::Display| {
             tracing::error!(
                 request_id,
                 rpc = E::ROUTE.rpc,
                 "cannot issue a token: {why}"
             );
-            reply::service_unavailable()
+            Rejection::ServiceUnavailable
         };
         let mut data = match serde_json::to_value(response.data()) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return fail(&"the response data is not an object"),
-            Err(e) => return fail(&e),
+            Ok(_) => return Err(fail(&"the response data is not an object")),
+            Err(e) => return Err(fail(&e)),
         };
         let subject = match data.get(field) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => {
-                return fail(&format_args!(
+                return Err(fail(&format_args!(
                     "field `{field}` is missing from the response"
-                ));
+                )));
             }
         };
-        let (token, expires_at) = match self.shared.jwt.issue(&subject) {
-            Ok(t) => t,
-            Err(e) => return fail(&e),
-        };
+        let (token, expires_at) = self.shared.jwt.issue(&subject).map_err(|e| fail(&e))?;
         data.insert("token".into(), token.into());
         data.insert("expires_at".into(), expires_at.into());
-        reply::envelope(StatusCode::OK, 0, message, Data(&data))
+        Ok(reply::envelope(StatusCode::OK, 0, message, Data(&data)))
     }
 }
 
@@ -328,44 +297,17 @@ fn is_json(headers: &HeaderMap) -> bool {
         && (sub.eq_ignore_ascii_case("json") || sub.to_ascii_lowercase().ends_with("+json"))
 }
 
-enum BodyError {
-    TooLarge,
-    Read,
-}
-
-/// Reads the body, counting the bytes actually received: a chunked body has no declared length.
-async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = HttpBody::size_hint(&body).lower();
-    if declared > limit as u64 {
-        return Err(BodyError::TooLarge);
+/// The whole body, at most `limit` bytes: a declared length over it is refused before a byte
+/// is read, and a chunked body (no declared length) as soon as it passes the limit.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
+    if HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(Rejection::BodyTooLarge { limit });
     }
-    // One chunk (the usual case) is kept as is; more are copied into one buffer.
-    let mut first: Option<Bytes> = None;
-    let mut rest: Vec<u8> = Vec::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Read)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total = total.saturating_add(data.len());
-        if total > limit {
-            return Err(BodyError::TooLarge);
-        }
-        match &first {
-            None if rest.is_empty() => first = Some(data),
-            _ => {
-                if let Some(f) = first.take() {
-                    rest.extend_from_slice(&f);
-                }
-                rest.extend_from_slice(&data);
-            }
-        }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Rejection::BodyTooLarge { limit }),
+        Err(_) => Err(Rejection::BodyUnreadable),
     }
-    Ok(match first {
-        Some(f) => f,
-        None => Bytes::from(rest),
-    })
 }
 
 /// volo-http's request, as the generated binding code reads it.
