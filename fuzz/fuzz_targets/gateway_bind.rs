@@ -96,7 +96,7 @@ static OPENAPI: LazyLock<Value> =
 /// The body schema of a route's operation, if it reads a body.
 fn body_schema(route: &RouteSpec) -> Option<&'static Value> {
     let path = route.router_path.replace("{*", "{");
-    let op = &OPENAPI["paths"][path.as_str()][route.method.to_ascii_lowercase().as_str()];
+    let op = &OPENAPI["paths"][path.as_str()][route.method.as_str().to_ascii_lowercase().as_str()];
     op.get("requestBody")
         .map(|b| &b["content"]["application/json"]["schema"])
 }

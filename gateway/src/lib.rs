@@ -44,6 +44,7 @@ use volo_http::{
 };
 
 use rejection::Rejection;
+use rpc::runtime::Method;
 
 pub use admission::HeadLimits;
 pub use config::{Config, Secret, parse_size};
@@ -106,17 +107,13 @@ pub fn app_with(
     });
     let mut mounter = Mounter::new(shared);
     visit(&mut mounter);
-    for route in &mounter.skipped {
-        tracing::warn!(
-            method = route.method,
-            path = route.path,
-            "route not mounted: volo-http cannot route this method"
-        );
-    }
     let mounted = std::mem::take(&mut mounter.mounted);
     let router = Router::new()
-        .route("/healthz", routes::with_allow(get(healthz), &["GET"]))
-        .route("/openapi.json", routes::with_allow(get(openapi), &["GET"]));
+        .route("/healthz", routes::with_allow(get(healthz), &[Method::Get]))
+        .route(
+            "/openapi.json",
+            routes::with_allow(get(openapi), &[Method::Get]),
+        );
     let router = mounter
         .into_router(router)
         .fallback(not_found)

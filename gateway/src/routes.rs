@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync:
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use metainfo::{Forward as _, METAINFO};
 use rpc::runtime::{
-    Endpoint, Envelope, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
+    Endpoint, Envelope, Method, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
 };
 use serde::Serialize;
 use volo::Service;
@@ -46,11 +46,9 @@ pub(crate) struct Shared {
 pub struct Mounter {
     shared: Arc<Shared>,
     /// Each path's router, and its methods for `Allow`.
-    paths: BTreeMap<&'static str, (MethodRouter, Vec<&'static str>)>,
+    paths: BTreeMap<&'static str, (MethodRouter, Vec<Method>)>,
     /// The routes mounted so far, in visit order.
     pub(crate) mounted: Vec<&'static RouteSpec>,
-    /// Routes whose method volo-http cannot route; reported, never mounted.
-    pub(crate) skipped: Vec<&'static RouteSpec>,
 }
 
 impl Mounter {
@@ -59,7 +57,6 @@ impl Mounter {
             shared,
             paths: BTreeMap::new(),
             mounted: Vec::new(),
-            skipped: Vec::new(),
         }
     }
 
@@ -83,30 +80,25 @@ impl RouteVisitor for Mounter {
         };
         let (methods, mut allowed) = self.paths.remove(route.router_path).unwrap_or_default();
         let methods = match route.method {
-            "GET" => methods.get_service(service),
-            "POST" => methods.post_service(service),
-            "PUT" => methods.put_service(service),
-            "PATCH" => methods.patch_service(service),
-            "DELETE" => methods.delete_service(service),
-            "HEAD" => methods.head_service(service),
-            "OPTIONS" => methods.options_service(service),
-            _ => {
-                self.skipped.push(route);
-                methods
-            }
+            Method::Get => methods.get_service(service),
+            Method::Post => methods.post_service(service),
+            Method::Put => methods.put_service(service),
+            Method::Patch => methods.patch_service(service),
+            Method::Delete => methods.delete_service(service),
+            Method::Head => methods.head_service(service),
+            Method::Options => methods.options_service(service),
         };
-        if !self.skipped.iter().any(|r| std::ptr::eq(*r, route)) {
-            self.mounted.push(route);
-            allowed.push(route.method);
-        }
+        self.mounted.push(route);
+        allowed.push(route.method);
         self.paths.insert(route.router_path, (methods, allowed));
     }
 }
 
 /// `methods` of one path, and a JSON 405 naming them in `Allow` for any other method.
-pub(crate) fn with_allow(router: MethodRouter, methods: &[&str]) -> MethodRouter {
-    let allow = HeaderValue::from_str(&methods.join(", "))
-        .expect("HTTP method names are valid header text");
+pub(crate) fn with_allow(router: MethodRouter, methods: &[Method]) -> MethodRouter {
+    let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+    let allow =
+        HeaderValue::from_str(&names.join(", ")).expect("HTTP method names are valid header text");
     router.fallback(move || {
         let allow = allow.clone();
         async move { Rejection::MethodNotAllowed(allow) }

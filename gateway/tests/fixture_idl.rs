@@ -21,7 +21,7 @@ async fn every_fixture_route_is_mounted() {
     let auth = format!("Bearer {token}");
     for route in codegen_tests::ROUTES {
         let path = route.path.replace(":shop_id", "7");
-        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+        let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
         let a = gw
             .send(
                 method,

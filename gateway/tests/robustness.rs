@@ -3,7 +3,7 @@
 
 use contract_tests::{Gateway, gateway_config, jwt};
 use rpc::runtime::{
-    BindError, CallError, Endpoint, Envelope, Invalid, RequestParts, RouteSpec, Validate,
+    BindError, CallError, Endpoint, Envelope, Invalid, Method, RequestParts, RouteSpec, Validate,
 };
 
 struct Boom;
@@ -26,7 +26,7 @@ impl Envelope for Nothing {
 }
 
 static BOOM: RouteSpec = RouteSpec {
-    method: "GET",
+    method: Method::Get,
     path: "/boom",
     router_path: "/boom",
     service: "Test",
@@ -58,7 +58,7 @@ impl Endpoint for Boom {
 struct Slow;
 
 static SLOW: RouteSpec = RouteSpec {
-    method: "GET",
+    method: Method::Get,
     path: "/slow",
     router_path: "/slow",
     service: "Test",

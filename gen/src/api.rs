@@ -14,75 +14,17 @@
 
 use std::collections::HashMap;
 
+use idlgen_runtime as runtime;
+
 use crate::{
     diag::{Diagnostic, Diagnostics, Source},
-    idl::{Field, Idl, Method, Service, StructId, Type},
+    idl::{self, Field, Idl, Service, StructId, Type},
     vd,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HttpMethod {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Head,
-    Options,
-}
-
-impl HttpMethod {
-    pub const ALL: [HttpMethod; 7] = [
-        HttpMethod::Get,
-        HttpMethod::Post,
-        HttpMethod::Put,
-        HttpMethod::Patch,
-        HttpMethod::Delete,
-        HttpMethod::Head,
-        HttpMethod::Options,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-            HttpMethod::Patch => "PATCH",
-            HttpMethod::Delete => "DELETE",
-            HttpMethod::Head => "HEAD",
-            HttpMethod::Options => "OPTIONS",
-        }
-    }
-
-    /// The annotation that declares a route with this method: `api.get`, ...
-    pub fn annotation(self) -> String {
-        format!("api.{}", self.as_str().to_ascii_lowercase())
-    }
-
-    /// Whether requests carry a JSON body; fields of the others default to the query string.
-    pub fn has_body(self) -> bool {
-        matches!(self, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch)
-    }
-}
-
-/// Where a request field's value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BindingSource {
-    Path,
-    Query,
-    Header,
-    Body,
-}
-
-impl BindingSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BindingSource::Path => "path",
-            BindingSource::Query => "query",
-            BindingSource::Header => "header",
-            BindingSource::Body => "body",
-        }
-    }
+/// The annotation that declares a route with this method: `api.get`, ... (hz's names).
+pub fn annotation(method: runtime::Method) -> String {
+    format!("api.{}", method.as_str().to_ascii_lowercase())
 }
 
 /// One request field's binding: `source` and the name it has there.
@@ -90,13 +32,13 @@ impl BindingSource {
 pub struct Binding {
     /// Index into the request struct's fields.
     pub field: usize,
-    pub source: BindingSource,
+    pub source: runtime::Source,
     pub key: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub method: HttpMethod,
+    pub method: runtime::Method,
     /// As written in the IDL, hz syntax: `/api/user/:user_id`, `/files/*path`.
     pub path: String,
     pub service: usize,
@@ -194,7 +136,7 @@ impl Api {
         &self.idl.services[route.service]
     }
 
-    pub fn method_of(&self, route: &Route) -> &Method {
+    pub fn method_of(&self, route: &Route) -> &idl::Method {
         &self.idl.services[route.service].methods[route.rpc]
     }
 
@@ -216,7 +158,7 @@ fn method_routes(
     idl: &Idl,
     si: usize,
     mi: usize,
-    method: &Method,
+    method: &idl::Method,
     diags: &mut Diagnostics,
 ) -> Vec<Route> {
     let service = &idl.services[si];
@@ -225,9 +167,9 @@ fn method_routes(
         src.annotation_value(method.offset, key)
             .unwrap_or(method.offset)
     };
-    let declared: Vec<(HttpMethod, &str)> = HttpMethod::ALL
+    let declared: Vec<(runtime::Method, &str)> = runtime::Method::ALL
         .iter()
-        .filter_map(|m| method.annotations.get(&m.annotation()).map(|p| (*m, p)))
+        .filter_map(|m| method.annotations.get(&annotation(*m)).map(|p| (*m, p)))
         .collect();
     if method.annotations.get("api.any").is_some() {
         diags.push(src.at(
@@ -329,7 +271,7 @@ fn method_routes(
 
     let mut routes = Vec::new();
     for (http, path) in declared {
-        let quote = at_value(&http.annotation());
+        let quote = at_value(&annotation(http));
         if let Err((offset, why)) = check_path(path) {
             diags.push(src.in_literal(quote, offset, why));
             continue;
@@ -395,7 +337,7 @@ fn check_path(path: &str) -> Result<(), (usize, String)> {
 fn bind_fields(
     idl: &Idl,
     request: StructId,
-    http: HttpMethod,
+    http: runtime::Method,
     path: &str,
     (route_src, quote): (&Source, usize),
     diags: &mut Diagnostics,
@@ -405,11 +347,11 @@ fn bind_fields(
     let before = diags.0.len();
     let mut bindings = Vec::new();
     for (fi, field) in st.fields.iter().enumerate() {
-        let explicit: Vec<(BindingSource, &str)> = [
-            ("api.path", BindingSource::Path),
-            ("api.query", BindingSource::Query),
-            ("api.header", BindingSource::Header),
-            ("api.body", BindingSource::Body),
+        let explicit: Vec<(runtime::Source, &str)> = [
+            ("api.path", runtime::Source::Path),
+            ("api.query", runtime::Source::Query),
+            ("api.header", runtime::Source::Header),
+            ("api.body", runtime::Source::Body),
         ]
         .iter()
         .filter_map(|(k, s)| field.annotations.get(k).map(|v| (*s, v)))
@@ -423,8 +365,8 @@ fn bind_fields(
             }
         }
         let (source, key) = match explicit.as_slice() {
-            [] if http.has_body() => (BindingSource::Body, ""),
-            [] => (BindingSource::Query, ""),
+            [] if http.has_body() => (runtime::Source::Body, ""),
+            [] => (runtime::Source::Query, ""),
             [one] => *one,
             [_, second, ..] => {
                 let at = src
@@ -445,11 +387,11 @@ fn bind_fields(
         } else {
             key.to_string()
         };
-        let field_at = |source: BindingSource| {
+        let field_at = |source: runtime::Source| {
             src.annotation_value(field.offset, &format!("api.{}", source.as_str()))
                 .unwrap_or(field.offset)
         };
-        if source == BindingSource::Body && !http.has_body() {
+        if source == runtime::Source::Body && !http.has_body() {
             diags.push(src.at(field_at(source), format!("`{}` is bound from the body, but {} requests have none; use api.query or api.path", field.name, http.as_str())));
             continue;
         }
@@ -468,7 +410,7 @@ fn bind_fields(
     for param in &params {
         let bound = bindings
             .iter()
-            .any(|b| b.source == BindingSource::Path && b.key == *param);
+            .any(|b| b.source == runtime::Source::Path && b.key == *param);
         if !bound {
             let offset = path
                 .find(&format!(":{param}"))
@@ -477,7 +419,10 @@ fn bind_fields(
             diags.push(route_src.in_literal(quote, offset, format!("path parameter `{param}` has no field: add `(api.path = \"{param}\")` to a field of `{}`", st.name)));
         }
     }
-    for b in bindings.iter().filter(|b| b.source == BindingSource::Path) {
+    for b in bindings
+        .iter()
+        .filter(|b| b.source == runtime::Source::Path)
+    {
         if !params.contains(&b.key.as_str()) {
             let field = &st.fields[b.field];
             let at = src
@@ -497,15 +442,15 @@ fn bind_fields(
 
 /// Why `field` cannot come from `source`, if it cannot: path and header carry one text value,
 /// the query string also lists of them, the body anything.
-fn placement_error(idl: &Idl, field: &Field, source: BindingSource) -> Option<String> {
+fn placement_error(idl: &Idl, field: &Field, source: runtime::Source) -> Option<String> {
     let fits = match (source, &field.ty) {
-        (BindingSource::Body, _) => true,
-        (BindingSource::Query, Type::List(t) | Type::Set(t)) => t.is_text(),
+        (runtime::Source::Body, _) => true,
+        (runtime::Source::Query, Type::List(t) | Type::Set(t)) => t.is_text(),
         (_, t) => t.is_text(),
     };
     (!fits).then(|| {
         let what = match source {
-            BindingSource::Query => "a text value or a list of them",
+            runtime::Source::Query => "a text value or a list of them",
             _ => "one text value",
         };
         let hint = if matches!(field.ty, Type::Typedef(..)) {
@@ -524,7 +469,7 @@ fn placement_error(idl: &Idl, field: &Field, source: BindingSource) -> Option<St
 
 /// Two routes with the same method and path (parameter names do not matter to the router).
 fn check_duplicates(idl: &Idl, routes: &[Route], diags: &mut Diagnostics) {
-    let mut seen: HashMap<(HttpMethod, String), &Route> = HashMap::new();
+    let mut seen: HashMap<(runtime::Method, String), &Route> = HashMap::new();
     for r in routes {
         let shape: String = r
             .path
@@ -570,7 +515,7 @@ fn locate_route(idl: &Idl, r: &Route) -> Diagnostic {
     let method = &service.methods[r.rpc];
     let src = idl.source(service.file);
     let at = src
-        .annotation_value(method.offset, &r.method.annotation())
+        .annotation_value(method.offset, &annotation(r.method))
         .unwrap_or(method.offset);
     src.at(at, "")
 }

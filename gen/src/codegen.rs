@@ -13,6 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use idlgen_runtime as runtime;
 use pilota_build::{
     Context, DefId, Plugin,
     db::RirDatabase,
@@ -22,7 +23,7 @@ use pilota_build::{
 };
 
 use crate::{
-    api::{self, Api, BindingSource, Route},
+    api::{self, Api, Route},
     idl::{StructId, StructKind, Type},
     vd,
 };
@@ -485,11 +486,8 @@ fn route_spec(api: &Api, route: &Route) -> String {
         };
         let _ = writeln!(
             fields,
-            "::idlgen_runtime::FieldSpec {{ name: {:?}, source: ::idlgen_runtime::Source::{}, key: {:?}, required: {}, rule: {rule} }},",
-            f.name,
-            source_variant(b.source),
-            b.key,
-            f.required,
+            "::idlgen_runtime::FieldSpec {{ name: {:?}, source: ::idlgen_runtime::Source::{:?}, key: {:?}, required: {}, rule: {rule} }},",
+            f.name, b.source, b.key, f.required,
         );
     }
     let issue = match &route.issue_token {
@@ -497,23 +495,14 @@ fn route_spec(api: &Api, route: &Route) -> String {
         None => "::std::option::Option::None".into(),
     };
     format!(
-        "::idlgen_runtime::RouteSpec {{ method: {:?}, path: {:?}, router_path: {:?}, service: {:?}, rpc: {:?}, auth: {}, issue_token: {issue}, fields: &[\n{fields}] }},\n",
-        route.method.as_str(),
+        "::idlgen_runtime::RouteSpec {{ method: ::idlgen_runtime::Method::{:?}, path: {:?}, router_path: {:?}, service: {:?}, rpc: {:?}, auth: {}, issue_token: {issue}, fields: &[\n{fields}] }},\n",
+        route.method,
         route.path,
         route.router_path(),
         service.name,
         method.name,
         route.auth,
     )
-}
-
-fn source_variant(s: BindingSource) -> &'static str {
-    match s {
-        BindingSource::Path => "Path",
-        BindingSource::Query => "Query",
-        BindingSource::Header => "Header",
-        BindingSource::Body => "Body",
-    }
 }
 
 /// The endpoint type's name: the method's, plus the HTTP method when it has several routes.
@@ -553,7 +542,7 @@ fn endpoint_impl(api: &Api, route: &Route, index: usize, n: &EndpointNames<'_>) 
             .unwrap_or_else(|| f.name.clone());
         let i = b.field;
         let value = match b.source {
-            BindingSource::Body => {
+            runtime::Source::Body => {
                 let default = if f.required { "" } else { "default, " };
                 let _ = writeln!(
                     body_fields,
@@ -564,10 +553,11 @@ fn endpoint_impl(api: &Api, route: &Route, index: usize, n: &EndpointNames<'_>) 
                 format!("body.f{i}")
             }
             source => {
-                let variant = source_variant(source);
+                // The `Debug` of a unit variant is its name: `Path`, `Header`, `Query`.
+                let variant = format!("{source:?}");
                 let (lookup, list) = match source {
-                    BindingSource::Path => (format!("parts.path_param({:?})", b.key), false),
-                    BindingSource::Header => (format!("parts.header({:?})", b.key), false),
+                    runtime::Source::Path => (format!("parts.path_param({:?})", b.key), false),
+                    runtime::Source::Header => (format!("parts.header({:?})", b.key), false),
                     _ => {
                         needs_query = true;
                         (
@@ -577,7 +567,7 @@ fn endpoint_impl(api: &Api, route: &Route, index: usize, n: &EndpointNames<'_>) 
                     }
                 };
                 let convert =
-                    |text: &str| format!("{}?", text_value(&f.ty, &f.name, variant, text));
+                    |text: &str| format!("{}?", text_value(&f.ty, &f.name, &variant, text));
                 if list {
                     let (Type::List(element) | Type::Set(element)) = &f.ty else {
                         unreachable!("a list binding has a list type")

@@ -14,10 +14,11 @@
 
 use std::collections::BTreeSet;
 
+use idlgen_runtime as runtime;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    api::{self, Api, BindingSource, Route},
+    api::{self, Api, Route},
     idl::{Field, Idl, StructId, Type},
 };
 
@@ -135,7 +136,7 @@ fn operation(api: &Api, route: &Route) -> Value {
     for b in &route.bindings {
         let f = &request.fields[b.field];
         match b.source {
-            BindingSource::Body => {
+            runtime::Source::Body => {
                 if f.required {
                     body_required.push(Value::String(b.key.clone()));
                 }
@@ -148,7 +149,7 @@ fn operation(api: &Api, route: &Route) -> Value {
                 let mut p = json!({
                     "name": b.key,
                     "in": source.as_str(),
-                    "required": source == BindingSource::Path || f.required,
+                    "required": source == runtime::Source::Path || f.required,
                     "schema": schema,
                 });
                 if !f.doc.is_empty() {
@@ -162,7 +163,7 @@ fn operation(api: &Api, route: &Route) -> Value {
     let reads_body = route
         .bindings
         .iter()
-        .any(|b| b.source == BindingSource::Body);
+        .any(|b| b.source == runtime::Source::Body);
 
     let mut op = Map::new();
     op.insert(

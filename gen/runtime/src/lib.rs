@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`RouteSpec`], [`FieldSpec`]: the route table as data (method, path, target RPC, where each
-//!   field comes from, its validation rule, whether it needs auth).
+//!   field comes from, its validation rule, whether it needs auth). [`Method`] and [`Source`]
+//!   are also the generator's own: `idlgen` reads the IDL into them.
 //! - [`Endpoint`]: one route, typed: how its request is bound from HTTP, its response, the RPC
 //!   call. The generated `visit_routes` hands every endpoint, with its client, to a
 //!   [`RouteVisitor`]: that is how the gateway mounts routes with no code per route.
@@ -21,8 +22,57 @@ pub mod deadline;
 pub mod logging;
 pub mod vd;
 
+/// The HTTP method of a route: the `api.get`, `api.post`, ... annotations hz reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Head,
+        Method::Options,
+    ];
+
+    /// `GET`, `POST`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    /// Whether requests carry a JSON body; fields of the others default to the query string.
+    pub fn has_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, not `write_str`: route tables align methods with `{:<7}`.
+        f.pad(self.as_str())
+    }
+}
+
 /// Where a request field's value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Path,
     Query,
@@ -57,8 +107,7 @@ pub struct FieldSpec {
 /// One HTTP route, as declared in the IDL.
 #[derive(Debug)]
 pub struct RouteSpec {
-    /// `GET`, `POST`, ...
-    pub method: &'static str,
+    pub method: Method,
     /// hz syntax, as written in the IDL: `/api/user/:user_id`.
     pub path: &'static str,
     /// The same path in volo-http (matchit) syntax: `/api/user/{user_id}`.

@@ -3,7 +3,7 @@
 use codegen_tests::shop::{
     LoginResponse, OrderResponse, account_service, common::BaseResp, shop_service,
 };
-use idlgen_runtime::{Endpoint, Envelope, Source};
+use idlgen_runtime::{Endpoint, Envelope, Method, Source};
 
 #[test]
 fn every_route_is_in_the_crate_table_in_idl_order() {
@@ -42,7 +42,7 @@ fn route_specs_carry_paths_auth_tokens_and_fields() {
     assert_eq!(sources[0], ("shop_id", Source::Path, "shop_id"));
     assert_eq!(sources[1], ("skus", Source::Body, "skus"));
     assert_eq!(order.fields[1].rule, Some("len($) > 0 && len($) <= 10"));
-    assert_eq!(shop_service::OrderPut::ROUTE.method, "PUT");
+    assert_eq!(shop_service::OrderPut::ROUTE.method, Method::Put);
     assert_eq!(account_service::Login::ROUTE.issue_token, Some("account"));
     assert!(!account_service::Login::ROUTE.auth);
 }
