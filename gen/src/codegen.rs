@@ -46,6 +46,8 @@ pub struct IdlgenPlugin {
     files: Arc<HashMap<PathBuf, usize>>,
     /// Filled while pilota runs; read by [`crate_file`] afterwards.
     pub services: Arc<Mutex<Vec<ServiceModule>>>,
+    /// What could not be generated; [`crate::generate`] fails the build with them.
+    pub errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl IdlgenPlugin {
@@ -61,7 +63,15 @@ impl IdlgenPlugin {
             api,
             files: Arc::new(files),
             services: Arc::default(),
+            errors: Arc::default(),
         }
+    }
+
+    fn fail(&self, error: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(error);
     }
 
     /// The model's id of the struct pilota calls `def_id`.
@@ -107,9 +117,12 @@ impl Plugin for IdlgenPlugin {
                             .iter()
                             .position(|x| x.file == fid && x.name == name.as_str())
                     });
-                if let Some(si) = service {
-                    let code = self.service_module(cx, def_id, s, si);
-                    cx.with_adjust_mut(def_id, |adj| adj.add_nested_item(code.into()));
+                match service {
+                    Some(si) => {
+                        let code = self.service_module(cx, def_id, s, si);
+                        cx.with_adjust_mut(def_id, |adj| adj.add_nested_item(code.into()));
+                    }
+                    None => self.fail(format!("service {name}: not in idlgen's model of the IDL")),
                 }
             }
             _ => {}
@@ -342,25 +355,17 @@ impl IdlgenPlugin {
         let mut visits = String::new();
         for (ri, route) in routes.iter().enumerate() {
             let method = &service.methods[route.rpc];
-            let Some(rm) = s
-                .methods
-                .iter()
-                .find(|m| m.name.raw_str().as_str() == method.name)
-            else {
-                continue;
+            let target = match pilota_method(cx, s, &method.name) {
+                Ok(t) => t,
+                Err(why) => {
+                    // The checked model and pilota's disagree: a bug of ours, never broken code.
+                    self.fail(format!(
+                        "route {} {} -> {}.{}: {why}",
+                        route.method, route.path, service.name, method.name
+                    ));
+                    continue;
+                }
             };
-            let Some(request_did) = arg_struct(&rm.args) else {
-                continue;
-            };
-            let request_path = format!("super::{}", cx.related_item_path(def_id, request_did));
-            let response_path = match &rm.ret.kind {
-                TyKind::Path(p) => format!("super::{}", cx.related_item_path(def_id, p.did)),
-                _ => continue,
-            };
-            let Some(Item::Message(request_msg)) = cx.item(request_did).as_deref().cloned() else {
-                continue;
-            };
-            let names = field_names(cx, &request_msg);
             let endpoint = endpoint_name(&method.name, route, routes.as_slice());
             table.push_str(&route_spec(api, route));
             endpoints.push_str(&endpoint_impl(
@@ -370,11 +375,11 @@ impl IdlgenPlugin {
                 &EndpointNames {
                     endpoint: &endpoint,
                     client: &format!("super::{trait_name}Client"),
-                    request: &request_path,
-                    response: &response_path,
-                    rpc: &cx.rust_name(rm.def_id).to_string(),
-                    fields: &names,
-                    throws: rm.exceptions.is_some(),
+                    request: &format!("super::{}", cx.related_item_path(def_id, target.request)),
+                    response: &format!("super::{}", cx.related_item_path(def_id, target.response)),
+                    rpc: &target.rpc,
+                    fields: &target.fields,
+                    throws: target.throws,
                 },
             ));
             let _ = writeln!(visits, "visitor.visit::<{endpoint}>(client);");
@@ -412,12 +417,46 @@ impl IdlgenPlugin {
     }
 }
 
-/// The request struct of a routed method (the model checked there is exactly one).
-fn arg_struct(args: &[Arc<rir::Arg>]) -> Option<DefId> {
-    match &args.first()?.ty.kind {
-        TyKind::Path(p) => Some(p.did),
-        _ => None,
-    }
+/// What pilota generated for a routed method.
+struct PilotaMethod {
+    /// The Rust name of the client's method.
+    rpc: String,
+    request: DefId,
+    response: DefId,
+    /// Rust names of the request's fields, by Thrift id.
+    fields: HashMap<i32, String>,
+    throws: bool,
+}
+
+/// The method `name` of `service` as pilota generated it; the API check made sure it takes
+/// one struct and returns one, so an error here is a disagreement between the two models.
+fn pilota_method(
+    cx: &Context,
+    service: &rir::Service,
+    name: &str,
+) -> Result<PilotaMethod, &'static str> {
+    let method = service
+        .methods
+        .iter()
+        .find(|m| m.name.raw_str().as_str() == name)
+        .ok_or("pilota generated no such method")?;
+    let request = match &method.args.first().map(|a| &a.ty.kind) {
+        Some(TyKind::Path(p)) => p.did,
+        _ => return Err("pilota's method does not take one struct"),
+    };
+    let TyKind::Path(response) = &method.ret.kind else {
+        return Err("pilota's method does not return a struct");
+    };
+    let Some(Item::Message(message)) = cx.item(request).as_deref().cloned() else {
+        return Err("pilota's request type is not a struct");
+    };
+    Ok(PilotaMethod {
+        rpc: cx.rust_name(method.def_id).to_string(),
+        request,
+        response: response.did,
+        fields: field_names(cx, &message),
+        throws: method.exceptions.is_some(),
+    })
 }
 
 /// `serve` and `client`: the calls that tie a service to etcd.

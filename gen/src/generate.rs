@@ -19,6 +19,10 @@ pub enum GenerateError {
     Idl(Diagnostics),
     #[error("code generation failed: {0:#}")]
     Codegen(anyhow::Error),
+    /// idlgen's checked model and pilota's disagree (a bug of idlgen's): the build fails
+    /// rather than compile code generated around the gap.
+    #[error("idlgen could not generate: {}", .0.join("; "))]
+    Plugin(Vec<String>),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -38,6 +42,7 @@ pub fn generate(idl_dir: &Path, out_dir: &Path, version: &str) -> Result<(), Gen
     let api = Arc::new(api);
     let plugin = codegen::IdlgenPlugin::new(api.clone());
     let services = plugin.services.clone();
+    let errors = plugin.errors.clone();
 
     let mut builder = volo_build::Builder::thrift()
         .ignore_unused(false)
@@ -49,6 +54,10 @@ pub fn generate(idl_dir: &Path, out_dir: &Path, version: &str) -> Result<(), Gen
         builder = builder.add_service(path);
     }
     builder.write().map_err(GenerateError::Codegen)?;
+    let errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    if !errors.is_empty() {
+        return Err(GenerateError::Plugin(errors));
+    }
 
     let services = services.lock().map(|s| s.clone()).unwrap_or_default();
     write(out_dir.join(CRATE_FILE), codegen::crate_file(&services))?;
