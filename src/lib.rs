@@ -55,3 +55,10 @@ include!(concat!(env!("OUT_DIR"), "/idlgen.rs"));
 
 pub use idlgen_runtime as runtime;
 pub use {pilota, volo, volo_etcd, volo_thrift};
+
+/// The number an `ErrCode` travels as: `BaseResp.status_code` and the gateway's `code`.
+impl From<music::base::ErrCode> for i64 {
+    fn from(code: music::base::ErrCode) -> i64 {
+        i64::from(code.inner())
+    }
+}

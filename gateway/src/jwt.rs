@@ -1,6 +1,8 @@
 //! Bearer tokens: HS256 only, with a secret of at least 32 bytes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use rpc::runtime::unix_now;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -77,7 +79,7 @@ impl Jwt {
 
     /// A token for `subject` and its expiry in Unix seconds.
     pub fn issue(&self, subject: &str) -> Result<(String, u64), jsonwebtoken::errors::Error> {
-        let iat = unix_now();
+        let iat = unix_now().as_secs();
         let exp = iat.saturating_add(self.ttl.as_secs());
         self.issue_with(subject, iat, exp).map(|t| (t, exp))
     }
@@ -122,13 +124,6 @@ impl Jwt {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +142,7 @@ mod tests {
     fn round_trip_and_failures() {
         let jwt = Jwt::new(SECRET, Duration::from_secs(60)).unwrap();
         let (token, exp) = jwt.issue("42").unwrap();
-        assert!(exp > unix_now());
+        assert!(exp > unix_now().as_secs());
         let header = format!("Bearer {token}");
         assert_eq!(
             jwt.verify_header(Some(header.as_bytes())).unwrap().sub,

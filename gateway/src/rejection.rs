@@ -110,7 +110,7 @@ impl IntoResponse for Rejection {
             ),
             Self::Unauthorized(e) => reply::envelope(
                 StatusCode::UNAUTHORIZED,
-                reply::code(ErrCode::AUTHORIZATION_FAILED),
+                ErrCode::AUTHORIZATION_FAILED.into(),
                 &e.to_string(),
                 (),
             ),
@@ -129,7 +129,7 @@ impl IntoResponse for Rejection {
             Self::Invalid(message) => reply::error(StatusCode::BAD_REQUEST, &message),
             Self::ServiceUnavailable => reply::envelope(
                 StatusCode::OK,
-                reply::code(ErrCode::SERVICE_ERR),
+                ErrCode::SERVICE_ERR.into(),
                 "service unavailable",
                 (),
             ),

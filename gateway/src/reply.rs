@@ -7,13 +7,6 @@ use volo_http::{
     response::Response,
 };
 
-use rpc::music::base::ErrCode;
-
-/// An error code as the envelope carries it. Codes come from the IDL (`ErrCode`), nowhere else.
-pub fn code(code: ErrCode) -> i64 {
-    i64::from(code.inner())
-}
-
 /// A response with a JSON body already encoded.
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));

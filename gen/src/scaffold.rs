@@ -279,7 +279,7 @@ fn handler_rs(idl: &Idl, svc: &Service) -> String {
             }
             if has("service_time") {
                 fields.push(
-                    "service_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)"
+                    "service_time: i64::try_from(rpc::runtime::unix_now().as_millis()).unwrap_or(i64::MAX)"
                         .into(),
                 );
             }

@@ -16,11 +16,24 @@
 //!
 //! Nothing here depends on an HTTP framework: the gateway adapts volo-http to [`RequestParts`].
 
-use std::{borrow::Cow, fmt, future::Future};
+use std::{
+    borrow::Cow,
+    fmt,
+    future::Future,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 pub mod deadline;
 pub mod logging;
 pub mod vd;
+
+/// Time since the Unix epoch (zero on a clock set before it): the one reading of the wall
+/// clock for times that leave the process (token times, row timestamps, `service_time`).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
 
 /// The HTTP method of a route: the `api.get`, `api.post`, ... annotations hz reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,7 +9,7 @@ use rpc::{
             LoginResponse, User, UserService,
         },
     },
-    runtime::{Invalid, Validate},
+    runtime::{Invalid, Validate, unix_now},
     volo_thrift::ServerError,
 };
 
@@ -87,24 +87,15 @@ impl Failure {
 }
 
 fn base_resp(code: ErrCode, message: &str) -> BaseResp {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     BaseResp {
-        status_code: i64::from(code.inner()),
+        status_code: code.into(),
         status_message: message.to_string().into(),
-        service_time: now,
+        service_time: i64::try_from(unix_now().as_millis()).unwrap_or(i64::MAX),
     }
 }
 
 fn success() -> BaseResp {
     base_resp(ErrCode::SUCCESS, "Success")
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Handler {
@@ -115,7 +106,12 @@ impl Handler {
         let request_id = callers_request_id();
         match self
             .store
-            .create_user(&req.username, &hash, unix_now(), request_id.as_deref())
+            .create_user(
+                &req.username,
+                &hash,
+                i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX),
+                request_id.as_deref(),
+            )
             .await
         {
             Ok(id) => Ok(id),

@@ -36,12 +36,6 @@ pub use crate::{
     service::{Database, PEER_ENV, Service},
 };
 
-/// The numeric `code` of an `ErrCode` from the IDL, as `BaseResp.status_code` and the HTTP
-/// envelope carry it.
-pub fn code(code: ErrCode) -> i64 {
-    i64::from(i32::from(code))
-}
-
 /// A waiting bound for things that happen "at once" on a loaded, shared CI machine.
 pub const SOON: Duration = Duration::from_secs(10);
 
@@ -184,9 +178,9 @@ impl Stack {
     /// Registers and logs in `username` over HTTP; its id and bearer token.
     pub async fn http_signed_up(&self, username: &str) -> (i64, String) {
         let created = self.http_register(username, "secret1").await;
-        assert_eq!(created.code(), code(ErrCode::SUCCESS), "{created:?}");
+        assert_eq!(created.code(), i64::from(ErrCode::SUCCESS), "{created:?}");
         let login = self.http_login(username, "secret1").await;
-        assert_eq!(login.code(), code(ErrCode::SUCCESS), "{login:?}");
+        assert_eq!(login.code(), i64::from(ErrCode::SUCCESS), "{login:?}");
         let id = login.json["data"]["user_id"].as_i64().expect("a user id");
         let token = login.json["data"]["token"].as_str().expect("a token");
         (id, token.to_owned())

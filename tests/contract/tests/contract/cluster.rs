@@ -1,7 +1,7 @@
 //! The stack on a three-member etcd cluster: killing the member every part talks to first
 //! stops neither registration nor the gateway's discovery.
 
-use contract_tests::{Database, Gateway, SOON, Service, code};
+use contract_tests::{Database, Gateway, SOON, Service};
 use rpc::music::base::ErrCode;
 use test_support::{EtcdCluster, Http, wait_until};
 
@@ -19,7 +19,7 @@ async fn the_stack_outlives_an_etcd_member() {
     let gateway = Gateway::start(&endpoints).await;
     let body = r#"{"username": "alice", "password": "secret1"}"#;
     let created = gateway.post_json("/api/user/register", body).await;
-    assert_eq!(created.code(), code(ErrCode::SUCCESS), "{created:?}");
+    assert_eq!(created.code(), i64::from(ErrCode::SUCCESS), "{created:?}");
 
     // Every part connected to the first endpoint first.
     cluster.kill(0);
@@ -29,7 +29,7 @@ async fn the_stack_outlives_an_etcd_member() {
     let _second = Service::start(&endpoints, &database.url()).await;
     first.stop().await;
     let served = wait_until(SOON, || async {
-        login(&gateway).await == code(ErrCode::SUCCESS)
+        login(&gateway).await == i64::from(ErrCode::SUCCESS)
     })
     .await;
     assert!(

@@ -5,7 +5,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-use contract_tests::{Database, Gateway, SOON, Service, Stack, code};
+use contract_tests::{Database, Gateway, SOON, Service, Stack};
 use rpc::music::base::ErrCode;
 use test_support::{Etcd, wait_until};
 
@@ -28,7 +28,7 @@ async fn a_service_started_after_the_gateway_is_found() {
     let before = gateway.post_json("/api/user/login", login).await;
     assert_eq!(
         (before.status.as_u16(), before.code()),
-        (200, code(ErrCode::SERVICE_ERR)),
+        (200, i64::from(ErrCode::SERVICE_ERR)),
         "no instance yet: {before:?}"
     );
 
@@ -39,7 +39,7 @@ async fn a_service_started_after_the_gateway_is_found() {
         let gateway = &gateway;
         async move {
             let answer = gateway.post_json("/api/user/login", login).await;
-            answer.code() == code(ErrCode::AUTHORIZATION_FAILED)
+            answer.code() == i64::from(ErrCode::AUTHORIZATION_FAILED)
         }
     })
     .await;
@@ -87,7 +87,7 @@ async fn stopping_one_of_two_replicas_loses_no_request() {
     done.store(true, Ordering::Relaxed);
     for caller in callers {
         let codes = caller.await.expect("no panic");
-        let expected = code(ErrCode::AUTHORIZATION_FAILED);
+        let expected = i64::from(ErrCode::AUTHORIZATION_FAILED);
         assert!(codes.iter().all(|c| *c == expected), "{codes:?}");
     }
 }

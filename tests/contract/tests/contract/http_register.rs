@@ -1,6 +1,6 @@
 //! `POST /api/user/register` through the gateway.
 
-use contract_tests::{Stack, code};
+use contract_tests::Stack;
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
@@ -13,7 +13,7 @@ async fn a_new_name_is_registered() {
         created.request_id.is_some(),
         "every answer has an x-request-id"
     );
-    assert_eq!(created.code(), code(ErrCode::SUCCESS));
+    assert_eq!(created.code(), i64::from(ErrCode::SUCCESS));
     assert_eq!(created.json["message"], "Success");
     let id = created.json["data"]["user_id"].as_i64().expect("a user id");
     // The same user, seen over Thrift.
@@ -30,7 +30,7 @@ async fn a_taken_name_is_10003_without_data() {
     assert_eq!(
         duplicate.json,
         serde_json::json!({
-            "code": code(ErrCode::USER_ALREADY_EXIST),
+            "code": i64::from(ErrCode::USER_ALREADY_EXIST),
             "message": "username is already taken",
             "data": null,
         })
@@ -46,7 +46,7 @@ async fn invalid_input_is_400_naming_the_field_and_registers_nothing() {
     assert!(empty.assert_error(400).contains("`username`"), "{empty:?}");
     assert_eq!(
         stack.http_register("carol", "secret1").await.code(),
-        code(ErrCode::SUCCESS),
+        i64::from(ErrCode::SUCCESS),
         "the refused attempts did not register carol"
     );
 }
@@ -92,7 +92,7 @@ async fn malformed_and_oversized_bodies_never_reach_the_service() {
     text.assert_error(415);
     assert_eq!(
         stack.http_register("carol", "secret1").await.code(),
-        code(ErrCode::SUCCESS),
+        i64::from(ErrCode::SUCCESS),
         "none of them registered carol"
     );
 }

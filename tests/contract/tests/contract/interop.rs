@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use contract_tests::{Stack, code};
+use contract_tests::Stack;
 use rpc::music::base::ErrCode;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -71,23 +71,23 @@ async fn apache_thrift_clients_call_the_service_framed_and_buffered() {
         let id = answer["create"][1].as_i64().expect("a user id");
         assert_eq!(
             answer["create"][0],
-            code(ErrCode::SUCCESS),
+            i64::from(ErrCode::SUCCESS),
             "{transport}: {answer}"
         );
         assert_eq!(
             answer["login"],
-            serde_json::json!([code(ErrCode::SUCCESS), id]),
+            serde_json::json!([i64::from(ErrCode::SUCCESS), id]),
             "{transport}"
         );
         assert_eq!(
             answer["get"],
-            serde_json::json!([code(ErrCode::SUCCESS), username, id]),
+            serde_json::json!([i64::from(ErrCode::SUCCESS), username, id]),
             "{transport}"
         );
         assert_eq!(
             answer["wrong_password"],
             serde_json::json!([
-                code(ErrCode::AUTHORIZATION_FAILED),
+                i64::from(ErrCode::AUTHORIZATION_FAILED),
                 "wrong username or password"
             ]),
             "{transport}"

@@ -1,6 +1,6 @@
 //! What the service keeps: on the default SQLite file and on a shared PostgreSQL.
 
-use contract_tests::{Database, Stack, code};
+use contract_tests::{Database, Stack};
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
@@ -41,15 +41,15 @@ async fn a_restart_keeps_the_data() {
 async fn the_contract_holds_on_postgres() {
     let stack = Stack::start_on(Database::postgres().await).await;
     let (status, _, id) = stack.create("ann", "correct horse").await;
-    assert_eq!(status, code(ErrCode::SUCCESS));
+    assert_eq!(status, i64::from(ErrCode::SUCCESS));
     assert_eq!(stack.login("ann", "correct horse").await.2, id);
     assert_eq!(
         stack.create("ann", "other pw").await.0,
-        code(ErrCode::USER_ALREADY_EXIST)
+        i64::from(ErrCode::USER_ALREADY_EXIST)
     );
     assert_eq!(
         stack.login("ann", "wrong pw").await.0,
-        code(ErrCode::AUTHORIZATION_FAILED)
+        i64::from(ErrCode::AUTHORIZATION_FAILED)
     );
     let profile = stack.get_user(id.expect("an id")).await;
     assert_eq!(profile.user.expect("a profile").username, "ann");
@@ -62,8 +62,8 @@ async fn replicas_share_one_postgres() {
     let mut stack = Stack::start_on(Database::postgres().await).await;
     stack.add_replica().await;
     let codes = stack.create_concurrently("eve", 8).await;
-    let mut expected = vec![code(ErrCode::USER_ALREADY_EXIST); 8];
-    expected[0] = code(ErrCode::SUCCESS);
+    let mut expected = vec![i64::from(ErrCode::USER_ALREADY_EXIST); 8];
+    expected[0] = i64::from(ErrCode::SUCCESS);
     assert_eq!(codes, expected);
 
     let (_, _, id) = stack.create("gus", "secret1").await;
@@ -93,17 +93,17 @@ async fn a_registration_retried_with_its_request_id_gets_its_user_id_back() {
         .await
     };
     let first = register("reg-1").await;
-    assert_eq!(first.code(), code(ErrCode::SUCCESS), "{first:?}");
+    assert_eq!(first.code(), i64::from(ErrCode::SUCCESS), "{first:?}");
     let retried = register("reg-1").await;
-    assert_eq!(retried.code(), code(ErrCode::SUCCESS), "{retried:?}");
+    assert_eq!(retried.code(), i64::from(ErrCode::SUCCESS), "{retried:?}");
     assert_eq!(retried.json["data"], first.json["data"], "the same user");
     let another = register("reg-2").await;
     assert_eq!(
         another.code(),
-        code(ErrCode::USER_ALREADY_EXIST),
+        i64::from(ErrCode::USER_ALREADY_EXIST),
         "{another:?}"
     );
     // Without a request id (a caller that sends none), taken is taken.
     let (status, _, _) = stack.create("ida", "secret1").await;
-    assert_eq!(status, code(ErrCode::USER_ALREADY_EXIST));
+    assert_eq!(status, i64::from(ErrCode::USER_ALREADY_EXIST));
 }

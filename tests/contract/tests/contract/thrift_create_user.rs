@@ -1,6 +1,6 @@
 //! `UserService.CreateUser` over Thrift.
 
-use contract_tests::{Stack, code};
+use contract_tests::Stack;
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
@@ -9,7 +9,7 @@ async fn a_new_name_is_registered() {
     let (status, message, id) = stack.create("ann", "correct horse").await;
     assert_eq!(
         (status, message.as_str()),
-        (code(ErrCode::SUCCESS), "Success")
+        (i64::from(ErrCode::SUCCESS), "Success")
     );
     assert!(id.is_some_and(|id| id > 0), "a positive user id: {id:?}");
     let (_, _, second) = stack.create("ann2", "correct horse").await;
@@ -21,12 +21,12 @@ async fn a_taken_name_is_user_already_exist() {
     let stack = Stack::start().await;
     assert_eq!(
         stack.create("bob", "secret1").await.0,
-        code(ErrCode::SUCCESS)
+        i64::from(ErrCode::SUCCESS)
     );
     assert_eq!(
         stack.create("bob", "another1").await,
         (
-            code(ErrCode::USER_ALREADY_EXIST),
+            i64::from(ErrCode::USER_ALREADY_EXIST),
             "username is already taken".to_owned(),
             None
         )
@@ -39,7 +39,7 @@ async fn the_service_validates_input_itself() {
     assert_eq!(
         stack.create("dan", "short").await,
         (
-            code(ErrCode::PARAM_ERR),
+            i64::from(ErrCode::PARAM_ERR),
             "invalid field `password`: must satisfy `len($) >= 6 && len($) <= 64`".to_owned(),
             None
         )
@@ -48,13 +48,13 @@ async fn the_service_validates_input_itself() {
     for username in ["", &"é".repeat(33)] {
         assert_eq!(
             stack.create(username, "long enough").await,
-            (code(ErrCode::PARAM_ERR), message.to_owned(), None)
+            (i64::from(ErrCode::PARAM_ERR), message.to_owned(), None)
         );
     }
     // 32 characters of two bytes each: counted in characters, accepted.
     assert_eq!(
         stack.create(&"é".repeat(32), "long enough").await.0,
-        code(ErrCode::SUCCESS)
+        i64::from(ErrCode::SUCCESS)
     );
 }
 
@@ -62,8 +62,8 @@ async fn the_service_validates_input_itself() {
 async fn concurrent_registrations_of_one_name_give_exactly_one_success() {
     let stack = Stack::start().await;
     let codes = stack.create_concurrently("eve", 8).await;
-    let mut expected = vec![code(ErrCode::USER_ALREADY_EXIST); 8];
-    expected[0] = code(ErrCode::SUCCESS);
+    let mut expected = vec![i64::from(ErrCode::USER_ALREADY_EXIST); 8];
+    expected[0] = i64::from(ErrCode::SUCCESS);
     assert_eq!(codes, expected);
 }
 
@@ -78,7 +78,7 @@ async fn an_internal_failure_is_service_err_without_detail() {
     assert_eq!(
         stack.create("kim", "secret1").await,
         (
-            code(ErrCode::SERVICE_ERR),
+            i64::from(ErrCode::SERVICE_ERR),
             "internal error; try again later".to_owned(),
             None
         )

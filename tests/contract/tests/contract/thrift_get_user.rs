@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use contract_tests::{Stack, code};
+use contract_tests::Stack;
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
@@ -11,7 +11,7 @@ async fn a_registered_user_has_a_profile() {
     let (_, _, id) = stack.create("ann", "correct horse").await;
     let id = id.expect("an id");
     let resp = stack.get_user(id).await;
-    assert_eq!(resp.base_resp.status_code, code(ErrCode::SUCCESS));
+    assert_eq!(resp.base_resp.status_code, i64::from(ErrCode::SUCCESS));
     assert!(resp.base_resp.service_time > 0, "service_time is set");
     let user = resp.user.expect("a profile");
     assert_eq!((user.user_id, user.username.as_str()), (id, "ann"));
@@ -30,7 +30,7 @@ async fn a_registered_user_has_a_profile() {
 async fn an_unknown_id_is_param_err() {
     let stack = Stack::start().await;
     let resp = stack.get_user(424242).await;
-    assert_eq!(resp.base_resp.status_code, code(ErrCode::PARAM_ERR));
+    assert_eq!(resp.base_resp.status_code, i64::from(ErrCode::PARAM_ERR));
     assert_eq!(resp.base_resp.status_message, "no user with id 424242");
     assert!(resp.user.is_none());
 }
@@ -40,7 +40,11 @@ async fn a_non_positive_id_is_param_err() {
     let stack = Stack::start().await;
     for id in [0, -1] {
         let resp = stack.get_user(id).await;
-        assert_eq!(resp.base_resp.status_code, code(ErrCode::PARAM_ERR), "{id}");
+        assert_eq!(
+            resp.base_resp.status_code,
+            i64::from(ErrCode::PARAM_ERR),
+            "{id}"
+        );
         assert!(
             resp.base_resp.status_message.contains("`user_id`"),
             "{}",

@@ -1,6 +1,6 @@
 //! `UserService.Login` over Thrift.
 
-use contract_tests::{Stack, code};
+use contract_tests::Stack;
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
@@ -9,7 +9,7 @@ async fn the_right_password_gives_the_user_id() {
     let (_, _, id) = stack.create("ann", "correct horse").await;
     assert_eq!(
         stack.login("ann", "correct horse").await,
-        (code(ErrCode::SUCCESS), "Success".to_owned(), id)
+        (i64::from(ErrCode::SUCCESS), "Success".to_owned(), id)
     );
 }
 
@@ -19,7 +19,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     stack.create("cat", "secret1").await;
     let wrong = stack.login("cat", "secret2").await;
     let expected = (
-        code(ErrCode::AUTHORIZATION_FAILED),
+        i64::from(ErrCode::AUTHORIZATION_FAILED),
         "wrong username or password".to_owned(),
         None,
     );
@@ -34,7 +34,7 @@ async fn input_no_account_can_have_is_a_failed_login() {
     let stack = Stack::start().await;
     stack.create("cat", "secret1").await;
     let expected = (
-        code(ErrCode::AUTHORIZATION_FAILED),
+        i64::from(ErrCode::AUTHORIZATION_FAILED),
         "wrong username or password".to_owned(),
         None,
     );
