@@ -1,4 +1,5 @@
-//! Capped exponential backoff with jitter, for retries that never give up.
+//! Capped exponential backoff with jitter, for retries that never give up, and the incident
+//! those retries belong to.
 
 use std::time::Duration;
 
@@ -37,9 +38,88 @@ impl Backoff {
     }
 }
 
+/// One stretch of trouble with etcd, shared by registration and discovery: it opens at a
+/// failure and closes once a stretch of health has held. Its first failure is worth a warning
+/// and its first recovery an info line; repeats inside it are debug lines, so a flapping etcd
+/// does not flood the log. It owns the retry delays, which start over with each incident.
+#[derive(Debug)]
+pub(crate) struct Incident {
+    open: bool,
+    recovery_reported: bool,
+    backoff: Backoff,
+}
+
+impl Incident {
+    pub(crate) fn new() -> Self {
+        Self {
+            open: false,
+            recovery_reported: false,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Records a failure; `after_health`: what failed had held long enough to count as
+    /// healthy, which closes the incident before. True when this failure opens a new one.
+    pub(crate) fn failed(&mut self, after_health: bool) -> bool {
+        if after_health {
+            self.open = false;
+            self.backoff.reset();
+        }
+        let opens = !self.open;
+        if opens {
+            self.open = true;
+            self.recovery_reported = false;
+        }
+        opens
+    }
+
+    /// Records a recovery. True for the first one of an open incident.
+    pub(crate) fn recovered(&mut self) -> bool {
+        let first = self.open && !self.recovery_reported;
+        self.recovery_reported |= first;
+        first
+    }
+
+    /// The delay before the next retry.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        self.backoff.next_delay()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incident_reports_its_first_failure_and_first_recovery_once() {
+        let mut incident = Incident::new();
+        assert!(!incident.recovered(), "no incident, nothing to report");
+        assert!(incident.failed(false), "the first failure opens it");
+        assert!(!incident.failed(false), "a repeat is part of it");
+        assert!(incident.recovered());
+        assert!(
+            !incident.failed(false),
+            "a failure after a short recovery too"
+        );
+        assert!(!incident.recovered(), "its recovery was reported already");
+        assert!(
+            incident.failed(true),
+            "a failure after health opens a new one"
+        );
+        assert!(incident.recovered());
+    }
+
+    #[test]
+    fn health_starts_the_delays_over() {
+        let mut incident = Incident::new();
+        incident.failed(false);
+        for _ in 0..10 {
+            incident.next_delay();
+        }
+        assert!(incident.next_delay() >= MAX / 2);
+        incident.failed(true);
+        assert!(incident.next_delay() <= INITIAL);
+    }
 
     #[test]
     fn grows_to_the_cap_with_jitter() {

@@ -7,6 +7,10 @@
 //! starting with the endpoint after the one that failed and checking that it answers, so a
 //! dead member of a cluster costs one refused (or timed-out) connect, not a lost lease.
 //! Every request goes through [`call`], which bounds it by the dial timeout.
+//!
+//! The options are prepared once, in [`Connection::new`]: endpoints parsed into URLs, PEM
+//! files read. Options that cannot work (a malformed endpoint, an unreadable certificate)
+//! are the answer of every [`Connection::client`] call, without a connect.
 
 use std::{
     future::Future,
@@ -29,14 +33,31 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A lazily (re)connected etcd client.
 pub(crate) struct Connection {
-    /// What to connect to.
+    /// As given: prefix, timeouts, credentials for messages.
     options: EtcdOptions,
+    /// What every connect uses, or why the options cannot be used.
+    target: Result<Target, Unusable>,
     /// The live client; `None` until first use and after invalidation.
     current: Mutex<Option<Current>>,
     /// Generation counter, so a task only invalidates the client it saw fail.
     next_generation: AtomicU64,
     /// Index into `options.endpoints` where the next connect starts.
     start_at: AtomicUsize,
+}
+
+/// The options prepared for connecting.
+struct Target {
+    /// One per endpoint, with the scheme the TLS setting implies.
+    urls: Vec<String>,
+    /// Timeouts, keepalive, credentials and TLS (certificates read).
+    connect: ConnectOptions,
+}
+
+/// Why the options cannot be used: the error of every connect, made again each time.
+#[derive(Debug)]
+enum Unusable {
+    Options(String),
+    Tls(String),
 }
 
 /// The client in use, the endpoint it talks to, and its generation.
@@ -48,8 +69,15 @@ struct Current {
 
 impl Connection {
     pub(crate) fn new(options: EtcdOptions) -> Self {
+        let target = Target::prepare(&options).map_err(|e| match e {
+            Error::Tls { reason, .. } => Unusable::Tls(reason),
+            Error::InvalidOptions(why) => Unusable::Options(why),
+            // `prepare` makes no other error.
+            other => Unusable::Options(other.to_string()),
+        });
         Self {
             options,
+            target,
             current: Mutex::new(None),
             next_generation: AtomicU64::new(1),
             start_at: AtomicUsize::new(0),
@@ -79,12 +107,19 @@ impl Connection {
         if let Some(c) = &*current {
             return Ok((c.generation, c.client.clone()));
         }
-        let urls = endpoint_urls(&self.options)?;
+        let target = self.target.as_ref().map_err(|unusable| match unusable {
+            Unusable::Options(why) => Error::InvalidOptions(why.clone()),
+            Unusable::Tls(reason) => Error::Tls {
+                endpoints: self.endpoints(),
+                reason: reason.clone(),
+            },
+        })?;
+        let urls = &target.urls;
         let start = self.start_at.load(Ordering::Relaxed);
         let mut error = None;
         for k in 0..urls.len() {
             let endpoint = (start + k) % urls.len();
-            match connect(&self.options, &urls[endpoint]).await {
+            match self.connect(&target.connect, &urls[endpoint]).await {
                 Ok(client) => {
                     let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                     *current = Some(Current {
@@ -139,10 +174,11 @@ where
 
 impl EtcdOptions {
     /// Checks what can be checked without etcd: endpoints are `host:port` (optionally with
-    /// a scheme that agrees with the TLS setting). A program calls it at start, so that a typo
-    /// stops it with a clear message instead of failing every call later.
+    /// a scheme that agrees with the TLS setting), and the TLS files can be read. A program
+    /// calls it at start, so that a typo stops it with a clear message instead of failing
+    /// every call later.
     pub fn validate(&self) -> Result<(), Error> {
-        endpoint_urls(self).map(drop)
+        Target::prepare(self).map(drop)
     }
 }
 
@@ -204,113 +240,127 @@ pub(crate) fn endpoint_urls(options: &EtcdOptions) -> Result<Vec<String>, Error>
         .collect()
 }
 
-/// Builds a client for the one endpoint `url` and makes sure that endpoint answers: with
-/// auth, by authenticating; without, by asking for its status. Both are bounded by the dial
-/// timeout.
-pub(crate) async fn connect(options: &EtcdOptions, url: &str) -> Result<Client, Error> {
-    let endpoints = options.endpoints_display();
-    let mut connect = ConnectOptions::new()
-        .with_connect_timeout(options.dial_timeout)
-        .with_keep_alive(H2_PING_INTERVAL, options.dial_timeout)
-        // Pings only while a watch/keepalive stream is open: etcd answers idle pings with
-        // GOAWAY ("too many pings") under its default enforcement policy.
-        .with_keep_alive_while_idle(false);
-    if let Some(auth) = &options.auth {
-        connect = connect
-            .with_user(auth.username.clone(), auth.password.clone())
-            .with_auto_token_refresh(true);
-    }
-    if let Some(tls) = &options.tls {
-        connect = apply_tls(connect, tls, &endpoints)?;
-    }
-    let answered = async {
-        let mut client = Client::connect([url], Some(connect)).await?;
-        if options.auth.is_none() {
-            client.status().await?;
+impl Target {
+    fn prepare(options: &EtcdOptions) -> Result<Self, Error> {
+        let urls = endpoint_urls(options)?;
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.dial_timeout)
+            .with_keep_alive(H2_PING_INTERVAL, options.dial_timeout)
+            // Pings only while a watch/keepalive stream is open: etcd answers idle pings with
+            // GOAWAY ("too many pings") under its default enforcement policy.
+            .with_keep_alive_while_idle(false);
+        if let Some(auth) = &options.auth {
+            connect = connect
+                .with_user(auth.username.clone(), auth.password.clone())
+                .with_auto_token_refresh(true);
         }
-        Ok::<_, etcd_client::Error>(client)
-    };
-    match tokio::time::timeout(options.dial_timeout, answered).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(classify_connect_error(options, e)),
-        Err(_) => Err(Error::Unreachable {
+        if let Some(tls) = &options.tls {
+            connect = apply_tls(connect, tls, &options.endpoints_display())?;
+        }
+        Ok(Self { urls, connect })
+    }
+}
+
+impl Connection {
+    /// A client for the one endpoint `url`, once that endpoint answered: with auth, by
+    /// authenticating; without, by asking for its status. Both within the dial timeout.
+    async fn connect(&self, connect: &ConnectOptions, url: &str) -> Result<Client, Error> {
+        let options = &self.options;
+        let answered = async {
+            let mut client = Client::connect([url], Some(connect.clone())).await?;
+            if options.auth.is_none() {
+                client.status().await?;
+            }
+            Ok::<_, etcd_client::Error>(client)
+        };
+        match tokio::time::timeout(options.dial_timeout, answered).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(self.classify_connect_error(e)),
+            Err(_) => Err(Error::Unreachable {
+                endpoints: self.endpoints(),
+                source: CallError::Timeout(options.dial_timeout),
+            }),
+        }
+    }
+}
+
+/// How failures read, given the options (TLS, auth) they happened with.
+impl Connection {
+    fn classify_connect_error(&self, e: etcd_client::Error) -> Error {
+        let options = &self.options;
+        let endpoints = options.endpoints_display();
+        if let Some(reason) = self.tls_failure_with(&e) {
+            return Error::Tls { endpoints, reason };
+        }
+        if let (Some(auth), etcd_client::Error::GRpcStatus(status)) = (&options.auth, &e) {
+            // gRPC codes 16 (unauthenticated) and 7 (permission denied); etcd 3.4 answers a bad
+            // password with "invalid argument: authentication failed".
+            let code = i32::from(status.code());
+            let rejected =
+                code == 16 || code == 7 || status.message().contains("authentication failed");
+            if rejected {
+                return Error::Auth {
+                    endpoints,
+                    username: auth.username.clone(),
+                    source: e,
+                };
+            }
+        }
+        if matches!(
+            e,
+            etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)
+        ) {
+            return Error::InvalidOptions(format!("etcd at {endpoints}: {e}"));
+        }
+        Error::Unreachable {
             endpoints,
-            source: CallError::Timeout(options.dial_timeout),
-        }),
-    }
-}
-
-fn classify_connect_error(options: &EtcdOptions, e: etcd_client::Error) -> Error {
-    let endpoints = options.endpoints_display();
-    if let Some(reason) = tls_failure_with(options, &e) {
-        return Error::Tls { endpoints, reason };
-    }
-    if let (Some(auth), etcd_client::Error::GRpcStatus(status)) = (&options.auth, &e) {
-        // gRPC codes 16 (unauthenticated) and 7 (permission denied); etcd 3.4 answers a bad
-        // password with "invalid argument: authentication failed".
-        let code = i32::from(status.code());
-        let rejected =
-            code == 16 || code == 7 || status.message().contains("authentication failed");
-        if rejected {
-            return Error::Auth {
-                endpoints,
-                username: auth.username.clone(),
-                source: e,
-            };
+            source: CallError::Etcd(e),
         }
     }
-    if matches!(
-        e,
-        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)
-    ) {
-        return Error::InvalidOptions(format!("etcd at {endpoints}: {e}"));
-    }
-    Error::Unreachable {
-        endpoints,
-        source: CallError::Etcd(e),
-    }
-}
 
-/// The error for a request that failed while starting up (registering, first list): a TLS
-/// failure, a refusal, or etcd not reachable.
-pub(crate) fn startup_error(options: &EtcdOptions, source: CallError) -> Error {
-    let endpoints = options.endpoints_display();
-    if let CallError::Etcd(e) = &source
-        && let Some(reason) = tls_failure_with(options, e)
-    {
-        return Error::Tls { endpoints, reason };
+    /// The error for a request that failed while starting up (registering, first list): a TLS
+    /// failure, a refusal, or etcd not reachable.
+    pub(crate) fn startup_error(&self, source: CallError) -> Error {
+        let options = &self.options;
+        let endpoints = options.endpoints_display();
+        if let CallError::Etcd(e) = &source
+            && let Some(reason) = self.tls_failure_with(e)
+        {
+            return Error::Tls { endpoints, reason };
+        }
+        if source.is_refusal() {
+            Error::Refused { endpoints, source }
+        } else {
+            Error::Unreachable { endpoints, source }
+        }
     }
-    if source.is_refusal() {
-        Error::Refused { endpoints, source }
-    } else {
-        Error::Unreachable { endpoints, source }
-    }
-}
 
-/// [`tls_failure`], plus one guess: with TLS 1.3 etcd checks the client certificate after
-/// the handshake, and a missing or refused one often shows up as nothing more than a
-/// connection closed (or a broken pipe) under the first request, when the server's alert
-/// is not read in time. Only used for the first requests of a registration or discoverer.
-pub(crate) fn tls_failure_with(options: &EtcdOptions, e: &etcd_client::Error) -> Option<String> {
-    if let Some(reason) = tls_failure(e) {
-        return Some(reason);
+    /// [`tls_failure`], plus one guess: with TLS 1.3 etcd checks the client certificate after
+    /// the handshake, and a missing or refused one often shows up as nothing more than a
+    /// connection closed (or a broken pipe) under the first request, when the server's alert
+    /// is not read in time. Only used for the first requests of a registration or discoverer.
+    pub(crate) fn tls_failure_with(&self, e: &etcd_client::Error) -> Option<String> {
+        let options = &self.options;
+        if let Some(reason) = tls_failure(e) {
+            return Some(reason);
+        }
+        let tls = options.tls.as_ref()?;
+        if !closed_by_peer(e) {
+            return None;
+        }
+        let client_cert = match &tls.cert {
+            Some(cert) => format!(
+                "is the client certificate {} signed by etcd's --trusted-ca-file?",
+                cert.display()
+            ),
+            None => "it probably requires a client certificate (EtcdOptions::tls.cert and .key \
+                     are not set)"
+                .to_owned(),
+        };
+        Some(format!(
+            "etcd closed the connection after the TLS handshake; {client_cert}"
+        ))
     }
-    let tls = options.tls.as_ref()?;
-    if !closed_by_peer(e) {
-        return None;
-    }
-    let client_cert = match &tls.cert {
-        Some(cert) => format!(
-            "is the client certificate {} signed by etcd's --trusted-ca-file?",
-            cert.display()
-        ),
-        None => "it probably requires a client certificate (EtcdOptions::tls.cert and .key \
-                 are not set)"
-            .to_owned(),
-    };
-    Some(format!(
-        "etcd closed the connection after the TLS handshake; {client_cert}"
-    ))
 }
 
 /// What went wrong in TLS, when `e` is a TLS failure: our CA does not trust etcd's
@@ -544,13 +594,36 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn an_unreadable_certificate_fails_validation() {
+        let mut options = opts(&["h:1"], true);
+        options.tls.as_mut().unwrap().ca = "/no/such/dir/ca.pem".into();
+        let err = options.validate().unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { reason, .. } if reason.contains("cannot read CA /no/such/dir/ca.pem")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_options_answer_every_connect_without_dialing() {
+        let options = opts(&["h:1/x"], false);
+        let expected = options.validate().unwrap_err().to_string();
+        assert!(expected.contains("host:port"), "{expected}");
+        let conn = Connection::new(options);
+        for _ in 0..2 {
+            let err = conn.client().await.err().unwrap();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
     #[cfg(not(feature = "tls"))]
     #[tokio::test]
     async fn tls_without_the_feature_is_an_error() {
-        let err = connect(&opts(&["h:1"], true), "https://h:1")
-            .await
-            .err()
-            .unwrap();
+        let options = opts(&["h:1"], true);
+        assert!(matches!(options.validate(), Err(Error::Tls { .. })));
+        let err = Connection::new(options).client().await.err().unwrap();
         assert!(matches!(err, Error::Tls { .. }), "{err}");
     }
 }

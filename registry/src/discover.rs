@@ -24,10 +24,10 @@ use volo::{
 };
 
 use crate::{
-    backoff::Backoff,
-    connection::{Connection, tls_failure_with},
+    backoff::Incident,
+    connection::Connection,
     error::{CallError, Error, validate_service_name},
-    options::EtcdOptions,
+    options::{Credentials, EtcdOptions, TlsOptions},
     record::{InstanceRecord, sorted},
 };
 
@@ -148,15 +148,22 @@ impl EtcdDiscover {
     /// only within one runtime (tests with a runtime each should use distinct options or
     /// [`EtcdDiscover::new`]).
     pub fn shared(options: &EtcdOptions) -> Self {
-        type Registry = Mutex<HashMap<String, Weak<Inner>>>;
+        /// Options that reach the same etcd, keys and identity: one discoverer serves them.
+        #[derive(PartialEq, Eq, Hash)]
+        struct Key {
+            endpoints: Vec<String>,
+            prefix: String,
+            auth: Option<Credentials>,
+            tls: Option<TlsOptions>,
+        }
+        type Registry = Mutex<HashMap<Key, Weak<Inner>>>;
         static SHARED: OnceLock<Registry> = OnceLock::new();
-        let key = format!(
-            "{:?}|{}|{:?}|{:?}",
-            options.endpoints,
-            options.clean_prefix(),
-            options.auth.as_ref().map(|a| (&a.username, &a.password)),
-            options.tls
-        );
+        let key = Key {
+            endpoints: options.endpoints.clone(),
+            prefix: options.clean_prefix().to_owned(),
+            auth: options.auth.clone(),
+            tls: options.tls.clone(),
+        };
         let mut shared = SHARED
             .get_or_init(Default::default)
             .lock()
@@ -310,15 +317,6 @@ fn change(key: FastStr, prev: &[Arc<Instance>], next: &[Arc<Instance>]) -> Chang
 /// incident (logged as a warning) and retries start from the shortest delay again.
 const HEALTHY_ROUND: Duration = Duration::from_secs(10);
 
-/// Logging state across rounds: one warning per incident, one "resumed" per incident.
-#[derive(Default)]
-struct Health {
-    /// A failure was reported and no round has been healthy since.
-    incident: bool,
-    /// "resumed" was logged for the current incident.
-    resume_logged: bool,
-}
-
 /// Why a list+watch round ended.
 enum RoundEnd {
     /// Could not connect (options, TLS, auth or network).
@@ -331,10 +329,10 @@ enum RoundEnd {
 
 impl RoundEnd {
     /// What to keep of this end for `discover()`'s error.
-    fn failure(&self, options: &EtcdOptions) -> RoundFailure {
+    fn failure(&self, conn: &Connection) -> RoundFailure {
         match self {
             RoundEnd::Connect(Error::Tls { reason, .. }) => RoundFailure::Tls(reason.clone()),
-            RoundEnd::Call(CallError::Etcd(e), _) => match tls_failure_with(options, e) {
+            RoundEnd::Call(CallError::Etcd(e), _) => match conn.tls_failure_with(e) {
                 Some(reason) => RoundFailure::Tls(reason),
                 None => RoundFailure::Other(self.to_string()),
             },
@@ -378,29 +376,21 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(mut self) {
-        let mut backoff = Backoff::new();
-        let mut health = Health::default();
+        let mut incident = Incident::new();
         loop {
             let started = tokio::time::Instant::now();
-            let end = self.round(&mut health).await;
-            self.state
-                .set_failure(Some(end.failure(self.conn.options())));
+            let end = self.round(&mut incident).await;
+            self.state.set_failure(Some(end.failure(&self.conn)));
             self.state
                 .snapshot
                 .send_if_modified(|s| !std::mem::replace(&mut s.failing, true));
             if let RoundEnd::Call(_, generation) = &end {
                 self.conn.invalidate(*generation).await;
             }
-            if started.elapsed() >= HEALTHY_ROUND {
-                health.incident = false;
-                backoff.reset();
-            }
             let known = self.state.snapshot.borrow().instances.len();
-            if health.incident {
+            if !incident.failed(started.elapsed() >= HEALTHY_ROUND) {
                 tracing::debug!(service = %self.name, reason = %end, "etcd discovery retry failed");
             } else {
-                health.incident = true;
-                health.resume_logged = false;
                 tracing::warn!(
                     service = %self.name,
                     reason = %end,
@@ -409,12 +399,12 @@ impl WatchTask {
                 );
             }
             // Also after a compaction: the first retry comes after ~100 ms.
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::time::sleep(incident.next_delay()).await;
         }
     }
 
     /// Lists, publishes, then watches until something ends the watch.
-    async fn round(&mut self, health: &mut Health) -> RoundEnd {
+    async fn round(&mut self, incident: &mut Incident) -> RoundEnd {
         let (generation, mut client) = match self.conn.client().await {
             Ok(c) => c,
             Err(e) => return RoundEnd::Connect(e),
@@ -449,8 +439,7 @@ impl WatchTask {
             self.apply_put(&mut current, kv);
         }
         self.publish(&current);
-        if health.incident && !health.resume_logged {
-            health.resume_logged = true;
+        if incident.recovered() {
             tracing::info!(
                 service = %self.name,
                 instances = current.len(),

@@ -80,7 +80,7 @@ impl EtcdOptions {
 }
 
 /// etcd user and password. `Debug` never prints the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     /// etcd user name.
     pub username: String,
@@ -108,7 +108,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// PEM files for a TLS connection to etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TlsOptions {
     /// CA certificate that signed etcd's server certificate.
     pub ca: PathBuf,

@@ -22,8 +22,8 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::{
     address::routable_address,
-    backoff::Backoff,
-    connection::{Connection, startup_error},
+    backoff::{Backoff, Incident},
+    connection::Connection,
     error::{CallError, Error, validate_service_name},
     options::{EtcdOptions, RegisterOptions, ServeOptions},
     record::{InstanceRecord, instance_key},
@@ -106,7 +106,7 @@ pub async fn register(
         requested_ttl: ttl_secs,
         lease: None,
     };
-    let granted = keeper.first_put(etcd).await?;
+    let granted = keeper.first_put().await?;
     tracing::info!(key = %key, ttl_secs = granted.ttl, "registered in etcd");
 
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -272,18 +272,22 @@ impl Keeper {
     /// a leader election: "unreachable" failures are retried, each on the next endpoint, for
     /// up to twice the dial timeout. With one endpoint the first failure is the answer, so a
     /// misconfigured server stops at once.
-    async fn first_put(&mut self, etcd: &EtcdOptions) -> Result<Granted, Error> {
-        let deadline = tokio::time::Instant::now() + 2 * etcd.dial_timeout;
+    async fn first_put(&mut self) -> Result<Granted, Error> {
+        let (dial_timeout, endpoints) = {
+            let etcd = self.conn.options();
+            (etcd.dial_timeout, etcd.endpoints.len())
+        };
+        let deadline = tokio::time::Instant::now() + 2 * dial_timeout;
         let mut backoff = Backoff::new();
         loop {
             let error = match self.put_under_new_lease().await {
                 Ok(granted) => return Ok(granted),
-                Err(Failure::Call(source)) => startup_error(etcd, source),
+                Err(Failure::Call(source)) => self.conn.startup_error(source),
                 Err(Failure::Connect(e)) => e,
             };
             let delay = backoff.next_delay();
             let retry = matches!(error, Error::Unreachable { .. })
-                && etcd.endpoints.len() > 1
+                && endpoints > 1
                 && tokio::time::Instant::now() + delay < deadline;
             if !retry {
                 return Err(error);
@@ -294,12 +298,8 @@ impl Keeper {
     }
 
     async fn run(mut self, mut granted: Granted, mut stop: oneshot::Receiver<()>) {
-        let mut backoff = Backoff::new();
-        // An incident starts with a loss (logged once, as a warning) and ends when a session
-        // has held for a whole TTL; losses and recoveries within it are logged at debug
-        // level, so a flapping etcd does not flood the log.
-        let mut incident = false;
-        let mut recovery_logged = false;
+        // A session that held for a whole TTL ends an incident.
+        let mut incident = Incident::new();
         loop {
             let lease = self.lease.unwrap_or_default();
             let started = tokio::time::Instant::now();
@@ -315,21 +315,15 @@ impl Keeper {
                 }
             };
             let held = started.elapsed() >= ttl_of(&granted);
-            if held {
-                incident = false;
-                backoff.reset();
-            }
-            if incident {
-                tracing::debug!(key = %self.key, %reason, "etcd registration lost again");
-            } else {
+            if incident.failed(held) {
                 tracing::warn!(key = %self.key, %reason, "etcd registration lost; re-registering");
-                incident = true;
-                recovery_logged = false;
+            } else {
+                tracing::debug!(key = %self.key, %reason, "etcd registration lost again");
             }
             let mut attempts = 0u32;
             // A session that broke at once is not retried at once (no hot loop when, say,
             // the put works but the watch is refused).
-            let mut delay = (!held).then(|| backoff.next_delay());
+            let mut delay = (!held).then(|| incident.next_delay());
             loop {
                 if let Some(delay) = delay.take() {
                     tokio::select! {
@@ -346,17 +340,16 @@ impl Keeper {
                 };
                 match repaired {
                     Ok(g) => {
-                        if recovery_logged {
-                            tracing::debug!(key = %self.key, attempts, "registered in etcd again");
-                        } else {
+                        if incident.recovered() {
                             tracing::info!(key = %self.key, attempts, "registered in etcd again");
-                            recovery_logged = true;
+                        } else {
+                            tracing::debug!(key = %self.key, attempts, "registered in etcd again");
                         }
                         granted = g;
                         break;
                     }
                     Err(e) => {
-                        let next = backoff.next_delay();
+                        let next = incident.next_delay();
                         tracing::debug!(key = %self.key, error = %e, delay = ?next, "re-registration failed; retrying");
                         delay = Some(next);
                     }
