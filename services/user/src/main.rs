@@ -11,25 +11,21 @@ async fn main() -> ExitCode {
     rpc::runtime::logging::init(config.log_format);
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            // Each error's message already names its cause; no chain to repeat.
-            eprintln!("user-service: {message}");
+        Err(e) => {
+            // `{e}`, not the chain `{e:#}`: each error's message already names its cause.
+            eprintln!("user-service: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    let store = Store::open(&config.database_url)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, service = %config.service_name, "serving");
-    let served =
-        user_service::run(store, listener, &config, rpc::volo_etcd::Shutdown::never()).await;
-    served.map_err(|e| e.to_string())?;
+    user_service::run(store, listener, &config, rpc::volo_etcd::Shutdown::never()).await?;
     tracing::info!("stopped");
     Ok(())
 }
