@@ -18,7 +18,7 @@ use idlgen_runtime as runtime;
 
 use crate::{
     diag::{Diagnostic, Diagnostics, Source},
-    idl::{self, Field, Idl, Service, StructId, Type},
+    idl::{self, Field, Idl, MethodId, Service, ServiceId, StructId, Type},
     vd,
 };
 
@@ -41,9 +41,9 @@ pub struct Route {
     pub method: runtime::Method,
     /// As written in the IDL, hz syntax: `/api/user/:user_id`, `/files/*path`.
     pub path: String,
-    pub service: usize,
-    /// Index into the service's methods.
-    pub rpc: usize,
+    pub service: ServiceId,
+    /// The method of that service.
+    pub rpc: MethodId,
     pub request: StructId,
     pub response: StructId,
     pub auth: bool,
@@ -104,6 +104,7 @@ impl Api {
         let mut diags = Diagnostics::default();
         let mut routes = Vec::new();
         for (si, service) in idl.services.iter().enumerate() {
+            let si = ServiceId(si);
             if !idl.roots.contains(&service.file) {
                 continue;
             }
@@ -120,7 +121,7 @@ impl Api {
                 ));
             }
             for (mi, method) in service.methods.iter().enumerate() {
-                routes.extend(method_routes(&idl, si, mi, method, &mut diags));
+                routes.extend(method_routes(&idl, si, MethodId(mi), method, &mut diags));
             }
         }
         check_duplicates(&idl, &routes, &mut diags);
@@ -156,8 +157,8 @@ pub fn status_field(idl: &Idl, response: StructId) -> Option<usize> {
 
 fn method_routes(
     idl: &Idl,
-    si: usize,
-    mi: usize,
+    si: ServiceId,
+    mi: MethodId,
     method: &idl::Method,
     diags: &mut Diagnostics,
 ) -> Vec<Route> {

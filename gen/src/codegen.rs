@@ -24,7 +24,7 @@ use pilota_build::{
 
 use crate::{
     api::{self, Api, Route},
-    idl::{StructId, StructKind, Type},
+    idl::{FileId, ServiceId, StructId, StructKind, Type},
     vd,
 };
 
@@ -32,7 +32,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ServiceModule {
     /// The service's index in the model, to list services in IDL order.
-    pub index: usize,
+    pub index: ServiceId,
     /// Path from the crate root: `music::service::user::user_service`.
     pub path: String,
     /// Path of the generated client type: `music::service::user::UserServiceClient`.
@@ -43,7 +43,7 @@ pub struct ServiceModule {
 #[derive(Clone)]
 pub struct IdlgenPlugin {
     api: Arc<Api>,
-    files: Arc<HashMap<PathBuf, usize>>,
+    files: Arc<HashMap<PathBuf, FileId>>,
     /// Filled while pilota runs; read by [`crate_file`] afterwards.
     pub services: Arc<Mutex<Vec<ServiceModule>>>,
     /// What could not be generated; [`crate::generate`] fails the build with them.
@@ -57,7 +57,7 @@ impl IdlgenPlugin {
             .files
             .iter()
             .enumerate()
-            .map(|(i, f)| (canonical(&f.source.path), i))
+            .map(|(i, f)| (canonical(&f.source.path), FileId(i)))
             .collect();
         Self {
             api,
@@ -84,6 +84,7 @@ impl IdlgenPlugin {
             .structs
             .iter()
             .position(|s| s.file == fid && s.name == name)
+            .map(StructId)
     }
 }
 
@@ -116,6 +117,7 @@ impl Plugin for IdlgenPlugin {
                             .services
                             .iter()
                             .position(|x| x.file == fid && x.name == name.as_str())
+                            .map(ServiceId)
                     });
                 match service {
                     Some(si) => {
@@ -325,7 +327,13 @@ fn envelope(
 }
 
 impl IdlgenPlugin {
-    fn service_module(&self, cx: &Context, def_id: DefId, s: &rir::Service, si: usize) -> String {
+    fn service_module(
+        &self,
+        cx: &Context,
+        def_id: DefId,
+        s: &rir::Service,
+        si: ServiceId,
+    ) -> String {
         let api = &*self.api;
         let service = &api.idl.services[si];
         let trait_name = cx.rust_name(def_id).to_string();

@@ -10,9 +10,44 @@ use pilota_thrift_parser as ast;
 
 use crate::diag::{Diagnostic, Diagnostics, Source};
 
-pub type FileId = usize;
-pub type StructId = usize;
-pub type EnumId = usize;
+/// A typed index into one table of the model, so that a struct's id cannot index the
+/// services: `idl.structs[id]` with a `StructId`, `service.methods[id]` with a `MethodId`.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident => $item:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub usize);
+
+        id!(@index $name, [$item]);
+        // Vec's own `Index` shadows the slice's for `vec[id]`, so both.
+        id!(@index $name, Vec<$item>);
+    };
+    (@index $name:ident, $table:ty) => {
+        impl std::ops::Index<$name> for $table {
+            type Output = <$table as std::ops::Index<usize>>::Output;
+            fn index(&self, id: $name) -> &Self::Output {
+                &self[id.0]
+            }
+        }
+
+        impl std::ops::IndexMut<$name> for $table {
+            fn index_mut(&mut self, id: $name) -> &mut Self::Output {
+                &mut self[id.0]
+            }
+        }
+    };
+}
+
+id!(/// Index into [`Idl::files`].
+    FileId => File);
+id!(/// Index into [`Idl::structs`].
+    StructId => Struct);
+id!(/// Index into [`Idl::enums`].
+    EnumId => Enum);
+id!(/// Index into [`Idl::services`].
+    ServiceId => Service);
+id!(/// Index into a [`Service`]'s `methods`.
+    MethodId => Method);
 
 /// A Thrift type with every name resolved. Typedefs are kept as a marker over their target,
 /// because pilota generates a newtype for them.
@@ -306,7 +341,7 @@ impl Loader {
                 return None;
             }
         };
-        let id = self.idl.files.len();
+        let id = FileId(self.idl.files.len());
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -327,7 +362,7 @@ impl Loader {
         });
 
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let includes: Vec<String> = self.parsed[id]
+        let includes: Vec<String> = self.parsed[id.0]
             .ast
             .items
             .iter()
@@ -340,7 +375,7 @@ impl Loader {
             let at = self.idl.files[id].source.text.find(&inc).unwrap_or(0);
             if let Some(child) = self.file(&dir.join(&inc), Some((id, at))) {
                 let name = self.idl.files[child].stem.clone();
-                self.parsed[id].includes.insert(name, child);
+                self.parsed[id.0].includes.insert(name, child);
             }
         }
         Some(id)
@@ -350,7 +385,8 @@ impl Loader {
     fn resolve(&mut self) {
         let mut scopes: Vec<HashMap<String, Decl>> = Vec::new();
         let mut typedefs: Vec<Vec<(String, ast::Type, usize)>> = Vec::new();
-        for (fid, p) in self.parsed.iter().enumerate() {
+        for (i, p) in self.parsed.iter().enumerate() {
+            let fid = FileId(i);
             let mut scope = HashMap::new();
             let mut tds = Vec::new();
             for item in &p.ast.items {
@@ -414,7 +450,10 @@ impl Loader {
                             name: e.name.to_string(),
                             variants,
                         });
-                        (e.name.as_str(), Decl::Enum(self.idl.enums.len() - 1))
+                        (
+                            e.name.as_str(),
+                            Decl::Enum(EnumId(self.idl.enums.len() - 1)),
+                        )
                     }
                     ast::Item::Typedef(t) => {
                         let at = self.idl.files[fid].source.item(&["typedef"], &t.alias);
@@ -457,7 +496,8 @@ impl Loader {
 
         // Struct fields: their types were left unresolved by declare_struct.
         let mut struct_index = 0;
-        for (fid, p) in self.parsed.iter().enumerate() {
+        for (i, p) in self.parsed.iter().enumerate() {
+            let fid = FileId(i);
             for item in &p.ast.items {
                 let fields = match item {
                     ast::Item::Struct(s) => &s.fields,
@@ -475,7 +515,8 @@ impl Loader {
             }
         }
 
-        for (fid, p) in self.parsed.iter().enumerate() {
+        for (i, p) in self.parsed.iter().enumerate() {
+            let fid = FileId(i);
             let src = &self.idl.files[fid].source;
             for item in &p.ast.items {
                 let ast::Item::Service(s) = item else {
@@ -554,7 +595,7 @@ fn declare_struct(
         offset,
         doc: comment(doc),
     });
-    Decl::Struct(idl.structs.len() - 1)
+    Decl::Struct(StructId(idl.structs.len() - 1))
 }
 
 struct Resolver<'a> {
@@ -614,16 +655,16 @@ impl Resolver<'_> {
         let written = segments.join(".");
         let (file, name) = match segments.as_slice() {
             [name] => (Some(fid), *name),
-            [include, name] => (self.parsed[fid].includes.get(*include).copied(), *name),
+            [include, name] => (self.parsed[fid.0].includes.get(*include).copied(), *name),
             _ => (None, ""),
         };
-        let decl = file.and_then(|f| self.scopes[f].get(name).copied());
+        let decl = file.and_then(|f| self.scopes[f.0].get(name).copied());
         let src = &self.files[fid].source;
         let found = match decl {
             Some(Decl::Struct(id)) => Type::Struct(id),
             Some(Decl::Enum(id)) => Type::Enum(id),
             Some(Decl::Typedef(f, i)) if depth < 32 => {
-                let (alias, target, _) = &self.typedefs[f][i];
+                let (alias, target, _) = &self.typedefs[f.0][i];
                 let t = self.ty(f, target, at, diags, depth + 1)?;
                 Type::Typedef(alias.clone(), f, Box::new(t))
             }

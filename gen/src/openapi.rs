@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     api::{self, Api, Route},
-    idl::{Field, Idl, StructId, Type},
+    idl::{EnumId, Field, Idl, StructId, Type},
 };
 
 /// The whole document, deterministic for a given IDL.
@@ -60,6 +60,7 @@ pub fn document(api: &Api, version: &str) -> Value {
         }),
     );
     for (i, st) in idl.structs.iter().enumerate() {
+        let i = StructId(i);
         // A struct that answers may carry values no rule checked (responses are not validated):
         // its rules stay descriptions, so that the schema does not refuse a real answer.
         let keywords = !in_responses.contains(&i);
@@ -69,6 +70,7 @@ pub fn document(api: &Api, version: &str) -> Value {
         );
     }
     for (i, en) in idl.enums.iter().enumerate() {
+        let i = EnumId(i);
         let values: Vec<i64> = en.variants.iter().map(|(_, v)| *v).collect();
         let names: Vec<String> = en
             .variants
@@ -445,7 +447,7 @@ fn schema_name(idl: &Idl, id: StructId) -> String {
     }
 }
 
-fn enum_name(idl: &Idl, id: usize) -> String {
+fn enum_name(idl: &Idl, id: EnumId) -> String {
     let en = &idl.enums[id];
     let clash = idl.enums.iter().filter(|e| e.name == en.name).count() > 1
         || idl.structs.iter().any(|s| s.name == en.name);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     api::{self, Api},
     codegen::snake_case,
-    idl::{Idl, Method, Service, Type},
+    idl::{FileId, Idl, Method, Service, Type},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ fn is_workspace_root(dir: &Path) -> bool {
 }
 
 /// `rpc::music::service::user`: where pilota put the items of `file`.
-fn module_path(idl: &Idl, file: usize) -> String {
+fn module_path(idl: &Idl, file: FileId) -> String {
     let segments: Vec<String> = idl.files[file]
         .namespace
         .iter()
