@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rpc::{
     music::{
-        base::ErrCode,
+        base::{BaseResp, ErrCode},
         service::user::{
             CreateUserRequest, GetUserRequest, GetUserResponse, LoginRequest, UserServiceClient,
             user_service,
@@ -35,6 +35,50 @@ pub use crate::{
     gateway::{Gateway, SECRET, gateway_config, jwt},
     service::{Database, PEER_ENV, Service},
 };
+
+/// What `CreateUser` or `Login` answered over Thrift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: i64,
+    pub message: String,
+    pub user_id: Option<i64>,
+}
+
+impl Reply {
+    fn new(base: &BaseResp, user_id: Option<i64>) -> Self {
+        Self {
+            code: base.status_code,
+            message: base.status_message.to_string(),
+            user_id,
+        }
+    }
+
+    /// Success, with the user's id.
+    pub fn success(user_id: Option<i64>) -> Self {
+        Self {
+            code: ErrCode::SUCCESS.into(),
+            message: "Success".to_owned(),
+            user_id,
+        }
+    }
+
+    /// A failure: its code and message, no user id.
+    pub fn failure(code: ErrCode, message: &str) -> Self {
+        Self {
+            code: code.into(),
+            message: message.to_owned(),
+            user_id: None,
+        }
+    }
+}
+
+/// A user registered and logged in over HTTP.
+#[derive(Debug, Clone)]
+pub struct SignedUp {
+    pub id: i64,
+    /// Its bearer token.
+    pub token: String,
+}
 
 /// A waiting bound for things that happen "at once" on a loaded, shared CI machine.
 pub const SOON: Duration = Duration::from_secs(10);
@@ -93,8 +137,8 @@ impl Stack {
         std::mem::replace(&mut self.service, fresh).stop().await;
     }
 
-    /// `CreateUser` over Thrift: status code, message, user id.
-    pub async fn create(&self, username: &str, password: &str) -> (i64, String, Option<i64>) {
+    /// `CreateUser` over Thrift.
+    pub async fn create(&self, username: &str, password: &str) -> Reply {
         let resp = self
             .client
             .create_user(CreateUserRequest {
@@ -103,16 +147,11 @@ impl Stack {
             })
             .await
             .expect("the call reaches the service");
-        let base = resp.base_resp;
-        (
-            base.status_code,
-            base.status_message.to_string(),
-            resp.user_id,
-        )
+        Reply::new(&resp.base_resp, resp.user_id)
     }
 
-    /// `Login` over Thrift: status code, message, user id.
-    pub async fn login(&self, username: &str, password: &str) -> (i64, String, Option<i64>) {
+    /// `Login` over Thrift.
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
         let resp = self
             .client
             .login(LoginRequest {
@@ -121,12 +160,7 @@ impl Stack {
             })
             .await
             .expect("the call reaches the service");
-        let base = resp.base_resp;
-        (
-            base.status_code,
-            base.status_message.to_string(),
-            resp.user_id,
-        )
+        Reply::new(&resp.base_resp, resp.user_id)
     }
 
     /// `n` concurrent `CreateUser` calls for one name (each with its own password); their
@@ -175,15 +209,18 @@ impl Stack {
             .await
     }
 
-    /// Registers and logs in `username` over HTTP; its id and bearer token.
-    pub async fn http_signed_up(&self, username: &str) -> (i64, String) {
+    /// Registers and logs in `username` over HTTP.
+    pub async fn http_signed_up(&self, username: &str) -> SignedUp {
         let created = self.http_register(username, "secret1").await;
         assert_eq!(created.code(), i64::from(ErrCode::SUCCESS), "{created:?}");
         let login = self.http_login(username, "secret1").await;
         assert_eq!(login.code(), i64::from(ErrCode::SUCCESS), "{login:?}");
         let id = login.json["data"]["user_id"].as_i64().expect("a user id");
         let token = login.json["data"]["token"].as_str().expect("a token");
-        (id, token.to_owned())
+        SignedUp {
+            id,
+            token: token.to_owned(),
+        }
     }
 
     /// `GET /api/user/:user_id`, with `Authorization: Bearer <token>` when given.

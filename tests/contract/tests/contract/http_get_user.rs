@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use contract_tests::{Gateway, Stack, jwt};
+use contract_tests::{Gateway, SignedUp, Stack, jwt};
 use rpc::music::base::ErrCode;
 use rpc::runtime::unix_now;
 
 #[tokio::test]
 async fn a_logged_in_caller_gets_a_profile() {
     let stack = Stack::start().await;
-    let (id, token) = stack.http_signed_up("alice").await;
-    let (other, _) = stack.http_signed_up("bob").await;
+    let SignedUp { id, token } = stack.http_signed_up("alice").await;
+    let other = stack.http_signed_up("bob").await.id;
     for (user_id, name) in [(id, "alice"), (other, "bob")] {
         let answer = stack.http_user(&user_id.to_string(), Some(&token)).await;
         assert_eq!(answer.status.as_u16(), 200, "{answer:?}");
@@ -30,7 +30,7 @@ async fn a_logged_in_caller_gets_a_profile() {
 #[tokio::test]
 async fn missing_forged_and_expired_tokens_are_401() {
     let stack = Stack::start().await;
-    let (id, _) = stack.http_signed_up("bob").await;
+    let id = stack.http_signed_up("bob").await.id;
     let forger = gateway::Jwt::new(
         b"not-the-gateway-secret-but-long-enough",
         Duration::from_secs(60),
@@ -56,7 +56,7 @@ async fn missing_forged_and_expired_tokens_are_401() {
 #[tokio::test]
 async fn an_unknown_id_is_10002_without_data() {
     let stack = Stack::start().await;
-    let (_, token) = stack.http_signed_up("alice").await;
+    let token = stack.http_signed_up("alice").await.token;
     let answer = stack.http_user("424242", Some(&token)).await;
     assert_eq!(answer.status.as_u16(), 200, "{answer:?}");
     assert_eq!(
@@ -72,7 +72,7 @@ async fn an_unknown_id_is_10002_without_data() {
 #[tokio::test]
 async fn a_bad_id_in_the_path_is_400() {
     let stack = Stack::start().await;
-    let (_, token) = stack.http_signed_up("alice").await;
+    let token = stack.http_signed_up("alice").await.token;
     for bad in ["abc", "0", "99999999999999999999"] {
         let answer = stack.http_user(bad, Some(&token)).await;
         assert!(
@@ -87,7 +87,7 @@ async fn a_bad_id_in_the_path_is_400() {
 #[tokio::test]
 async fn a_token_from_one_gateway_is_accepted_by_another() {
     let stack = Stack::start().await;
-    let (id, token) = stack.http_signed_up("alice").await;
+    let SignedUp { id, token } = stack.http_signed_up("alice").await;
     let other = Gateway::start(&stack.endpoints()).await;
     let answer = other
         .get(

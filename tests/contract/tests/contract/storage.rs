@@ -32,23 +32,24 @@ async fn passwords_are_stored_as_argon2id_hashes_only() {
 #[tokio::test]
 async fn a_restart_keeps_the_data() {
     let mut stack = Stack::start().await;
-    let (_, _, id) = stack.create("gus", "secret1").await;
+    let id = stack.create("gus", "secret1").await.user_id;
     stack.restart_service().await;
-    assert_eq!(stack.login("gus", "secret1").await.2, id);
+    assert_eq!(stack.login("gus", "secret1").await.user_id, id);
 }
 
 #[tokio::test]
 async fn the_contract_holds_on_postgres() {
     let stack = Stack::start_on(Database::postgres().await).await;
-    let (status, _, id) = stack.create("ann", "correct horse").await;
-    assert_eq!(status, i64::from(ErrCode::SUCCESS));
-    assert_eq!(stack.login("ann", "correct horse").await.2, id);
+    let created = stack.create("ann", "correct horse").await;
+    assert_eq!(created.code, i64::from(ErrCode::SUCCESS));
+    let id = created.user_id;
+    assert_eq!(stack.login("ann", "correct horse").await.user_id, id);
     assert_eq!(
-        stack.create("ann", "other pw").await.0,
+        stack.create("ann", "other pw").await.code,
         i64::from(ErrCode::USER_ALREADY_EXIST)
     );
     assert_eq!(
-        stack.login("ann", "wrong pw").await.0,
+        stack.login("ann", "wrong pw").await.code,
         i64::from(ErrCode::AUTHORIZATION_FAILED)
     );
     let profile = stack.get_user(id.expect("an id")).await;
@@ -66,11 +67,11 @@ async fn replicas_share_one_postgres() {
     expected[0] = i64::from(ErrCode::SUCCESS);
     assert_eq!(codes, expected);
 
-    let (_, _, id) = stack.create("gus", "secret1").await;
+    let id = stack.create("gus", "secret1").await.user_id;
     stack.restart_service().await;
     let replica = stack.replicas.pop().expect("the second replica");
     replica.stop().await;
-    assert_eq!(stack.login("gus", "secret1").await.2, id);
+    assert_eq!(stack.login("gus", "secret1").await.user_id, id);
 }
 
 /// A registration whose answer was lost (its connection died after the insert) and that is
@@ -104,6 +105,6 @@ async fn a_registration_retried_with_its_request_id_gets_its_user_id_back() {
         "{another:?}"
     );
     // Without a request id (a caller that sends none), taken is taken.
-    let (status, _, _) = stack.create("ida", "secret1").await;
-    assert_eq!(status, i64::from(ErrCode::USER_ALREADY_EXIST));
+    let taken = stack.create("ida", "secret1").await;
+    assert_eq!(taken.code, i64::from(ErrCode::USER_ALREADY_EXIST));
 }

@@ -1,18 +1,16 @@
 //! `UserService.CreateUser` over Thrift.
 
-use contract_tests::Stack;
+use contract_tests::{Reply, Stack};
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
 async fn a_new_name_is_registered() {
     let stack = Stack::start().await;
-    let (status, message, id) = stack.create("ann", "correct horse").await;
-    assert_eq!(
-        (status, message.as_str()),
-        (i64::from(ErrCode::SUCCESS), "Success")
-    );
+    let created = stack.create("ann", "correct horse").await;
+    let id = created.user_id;
+    assert_eq!(created, Reply::success(id));
     assert!(id.is_some_and(|id| id > 0), "a positive user id: {id:?}");
-    let (_, _, second) = stack.create("ann2", "correct horse").await;
+    let second = stack.create("ann2", "correct horse").await.user_id;
     assert_ne!(id, second, "ids are unique");
 }
 
@@ -20,16 +18,12 @@ async fn a_new_name_is_registered() {
 async fn a_taken_name_is_user_already_exist() {
     let stack = Stack::start().await;
     assert_eq!(
-        stack.create("bob", "secret1").await.0,
+        stack.create("bob", "secret1").await.code,
         i64::from(ErrCode::SUCCESS)
     );
     assert_eq!(
         stack.create("bob", "another1").await,
-        (
-            i64::from(ErrCode::USER_ALREADY_EXIST),
-            "username is already taken".to_owned(),
-            None
-        )
+        Reply::failure(ErrCode::USER_ALREADY_EXIST, "username is already taken")
     );
 }
 
@@ -38,22 +32,21 @@ async fn the_service_validates_input_itself() {
     let stack = Stack::start().await;
     assert_eq!(
         stack.create("dan", "short").await,
-        (
-            i64::from(ErrCode::PARAM_ERR),
-            "invalid field `password`: must satisfy `len($) >= 6 && len($) <= 64`".to_owned(),
-            None
+        Reply::failure(
+            ErrCode::PARAM_ERR,
+            "invalid field `password`: must satisfy `len($) >= 6 && len($) <= 64`"
         )
     );
     let message = "invalid field `username`: must satisfy `mblen($) >= 1 && mblen($) <= 32`";
     for username in ["", &"é".repeat(33)] {
         assert_eq!(
             stack.create(username, "long enough").await,
-            (i64::from(ErrCode::PARAM_ERR), message.to_owned(), None)
+            Reply::failure(ErrCode::PARAM_ERR, message)
         );
     }
     // 32 characters of two bytes each: counted in characters, accepted.
     assert_eq!(
-        stack.create(&"é".repeat(32), "long enough").await.0,
+        stack.create(&"é".repeat(32), "long enough").await.code,
         i64::from(ErrCode::SUCCESS)
     );
 }
@@ -77,10 +70,6 @@ async fn an_internal_failure_is_service_err_without_detail() {
     sqlx::query("DROP TABLE users").execute(&db).await.unwrap();
     assert_eq!(
         stack.create("kim", "secret1").await,
-        (
-            i64::from(ErrCode::SERVICE_ERR),
-            "internal error; try again later".to_owned(),
-            None
-        )
+        Reply::failure(ErrCode::SERVICE_ERR, "internal error; try again later")
     );
 }

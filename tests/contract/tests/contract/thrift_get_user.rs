@@ -8,7 +8,7 @@ use rpc::music::base::ErrCode;
 #[tokio::test]
 async fn a_registered_user_has_a_profile() {
     let stack = Stack::start().await;
-    let (_, _, id) = stack.create("ann", "correct horse").await;
+    let id = stack.create("ann", "correct horse").await.user_id;
     let id = id.expect("an id");
     let resp = stack.get_user(id).await;
     assert_eq!(resp.base_resp.status_code, i64::from(ErrCode::SUCCESS));

@@ -1,15 +1,15 @@
 //! `UserService.Login` over Thrift.
 
-use contract_tests::Stack;
+use contract_tests::{Reply, Stack};
 use rpc::music::base::ErrCode;
 
 #[tokio::test]
 async fn the_right_password_gives_the_user_id() {
     let stack = Stack::start().await;
-    let (_, _, id) = stack.create("ann", "correct horse").await;
+    let id = stack.create("ann", "correct horse").await.user_id;
     assert_eq!(
         stack.login("ann", "correct horse").await,
-        (i64::from(ErrCode::SUCCESS), "Success".to_owned(), id)
+        Reply::success(id)
     );
 }
 
@@ -18,11 +18,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     let stack = Stack::start().await;
     stack.create("cat", "secret1").await;
     let wrong = stack.login("cat", "secret2").await;
-    let expected = (
-        i64::from(ErrCode::AUTHORIZATION_FAILED),
-        "wrong username or password".to_owned(),
-        None,
-    );
+    let expected = Reply::failure(ErrCode::AUTHORIZATION_FAILED, "wrong username or password");
     assert_eq!(wrong, expected);
     assert_eq!(stack.login("nobody", "secret1").await, expected);
 }
@@ -33,11 +29,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 async fn input_no_account_can_have_is_a_failed_login() {
     let stack = Stack::start().await;
     stack.create("cat", "secret1").await;
-    let expected = (
-        i64::from(ErrCode::AUTHORIZATION_FAILED),
-        "wrong username or password".to_owned(),
-        None,
-    );
+    let expected = Reply::failure(ErrCode::AUTHORIZATION_FAILED, "wrong username or password");
     for (username, password) in [("", "secret1"), ("cat", "short"), ("cat", &"x".repeat(65))] {
         assert_eq!(
             stack.login(username, password).await,

@@ -39,7 +39,7 @@ async fn a_garbage_frame_closes_that_connection_only() {
         "the server closes a connection that speaks garbage"
     );
     assert_eq!(
-        stack.create("hal", "secret1").await.0,
+        stack.create("hal", "secret1").await.code,
         i64::from(ErrCode::SUCCESS),
         "other callers are served"
     );
@@ -59,7 +59,7 @@ async fn an_oversized_frame_is_refused() {
         "the server refuses the frame instead of waiting for 64 MiB"
     );
     assert_eq!(
-        stack.create("ivy", "secret1").await.0,
+        stack.create("ivy", "secret1").await.code,
         i64::from(ErrCode::SUCCESS)
     );
 }
