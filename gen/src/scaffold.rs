@@ -226,6 +226,11 @@ pub struct Config {{
     /// Lease TTL of the registration: how long a crashed instance stays listed.
     #[arg(long, env = "LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// On SIGINT/SIGTERM, how long to keep serving after deregistering, so that callers which
+    /// poll etcd stop choosing this instance first: 6s in a fleet with Kitex callers (their
+    /// resolver refreshes every 5 s). Callers built on volo-etcd watch and need none.
+    #[arg(long, env = "DEREGISTER_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub deregister_linger: Duration,
     /// Logs as lines for people (`text`) or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -239,6 +244,7 @@ impl Config {{
             etcd: self.etcd.options(),
             register: RegisterOptions {{
                 ttl: self.lease_ttl,
+                linger: self.deregister_linger,
                 ..RegisterOptions::default()
             }},
         }}

@@ -121,3 +121,57 @@ fn new_service_refuses_an_unknown_service_and_an_existing_directory() {
         "services/taken already exists; choose another --out\n"
     );
 }
+
+/// The scaffold's flags are the user service's own, declared alike (name, environment
+/// variable, default, type): a new service runs as the one in this repository does.
+#[test]
+fn the_scaffold_declares_its_flags_as_the_user_service_does() {
+    let ws = temp_workspace();
+    let out = Command::new(env!("CARGO_BIN_EXE_idlgen"))
+        .args(["new-service"])
+        .arg(repo().join("idl/user.thrift"))
+        .args(["UserService", "--out", "services/user"])
+        .current_dir(ws.path())
+        .output()
+        .expect("idlgen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |path: PathBuf| std::fs::read_to_string(&path).expect("a config.rs");
+    let scaffold = flags(&read(ws.path().join("services/user/src/config.rs")));
+    let real = flags(&read(repo().join("services/user/src/config.rs")));
+    assert!(scaffold.len() >= 6, "{scaffold:#?}");
+    for flag in &scaffold {
+        assert!(
+            real.contains(flag),
+            "the scaffold declares `{flag}`, which services/user/src/config.rs does not \
+             declare that way: {real:#?}"
+        );
+    }
+}
+
+/// The fields of `Config`, each as its attributes and declaration on one line (doc comments
+/// left out, whitespace collapsed).
+fn flags(config_rs: &str) -> Vec<String> {
+    let start = config_rs
+        .find("pub struct Config")
+        .expect("a Config struct");
+    let mut flags = Vec::new();
+    let mut current = Vec::new();
+    for line in config_rs[start..].lines().skip(1).map(str::trim) {
+        match line {
+            "}" => break,
+            l if l.is_empty() || l.starts_with("///") => {}
+            l => {
+                current.push(l);
+                if l.starts_with("pub ") {
+                    flags.push(current.join(" "));
+                    current.clear();
+                }
+            }
+        }
+    }
+    flags
+}
