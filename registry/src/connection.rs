@@ -45,6 +45,25 @@ pub(crate) struct Connection {
     start_at: AtomicUsize,
 }
 
+/// Why a use of a connection failed. Registration and discovery both handle it: the one
+/// who saw a request fail invalidates that client's generation.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No client could be made (options, TLS, auth or network).
+    Connect(Error),
+    /// A request or a stream failed on the client of this generation.
+    Call(CallError, u64),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "{e}"),
+            Failure::Call(e, _) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// The options prepared for connecting.
 struct Target {
     /// One per endpoint, with the scheme the TLS setting implies.
@@ -318,9 +337,13 @@ impl Connection {
         }
     }
 
-    /// The error for a request that failed while starting up (registering, first list): a TLS
-    /// failure, a refusal, or etcd not reachable.
-    pub(crate) fn startup_error(&self, source: CallError) -> Error {
+    /// The error for a failure while starting up (registering, first list): a TLS failure,
+    /// a refusal, or etcd not reachable.
+    pub(crate) fn startup_error(&self, failure: Failure) -> Error {
+        let source = match failure {
+            Failure::Connect(e) => return e,
+            Failure::Call(source, _) => source,
+        };
         let options = &self.options;
         let endpoints = options.endpoints_display();
         if let CallError::Etcd(e) = &source

@@ -25,7 +25,7 @@ use volo::{
 
 use crate::{
     backoff::Incident,
-    connection::Connection,
+    connection::{Connection, Failure},
     error::{CallError, Error, validate_service_name},
     options::{Credentials, EtcdOptions, TlsOptions},
     record::{InstanceRecord, sorted},
@@ -319,23 +319,31 @@ const HEALTHY_ROUND: Duration = Duration::from_secs(10);
 
 /// Why a list+watch round ended.
 enum RoundEnd {
-    /// Could not connect (options, TLS, auth or network).
-    Connect(Error),
-    /// A request or the stream failed on client `generation`.
-    Call(CallError, u64),
+    /// Connecting, a request or the stream failed.
+    Failed(Failure),
     /// etcd cancelled the watch (compaction, leader loss); list again.
     Canceled(String),
+}
+
+impl From<Failure> for RoundEnd {
+    fn from(failure: Failure) -> Self {
+        RoundEnd::Failed(failure)
+    }
 }
 
 impl RoundEnd {
     /// What to keep of this end for `discover()`'s error.
     fn failure(&self, conn: &Connection) -> RoundFailure {
         match self {
-            RoundEnd::Connect(Error::Tls { reason, .. }) => RoundFailure::Tls(reason.clone()),
-            RoundEnd::Call(CallError::Etcd(e), _) => match conn.tls_failure_with(e) {
-                Some(reason) => RoundFailure::Tls(reason),
-                None => RoundFailure::Other(self.to_string()),
-            },
+            RoundEnd::Failed(Failure::Connect(Error::Tls { reason, .. })) => {
+                RoundFailure::Tls(reason.clone())
+            }
+            RoundEnd::Failed(Failure::Call(CallError::Etcd(e), _)) => {
+                match conn.tls_failure_with(e) {
+                    Some(reason) => RoundFailure::Tls(reason),
+                    None => RoundFailure::Other(self.to_string()),
+                }
+            }
             _ => RoundFailure::Other(self.to_string()),
         }
     }
@@ -344,8 +352,7 @@ impl RoundEnd {
 impl std::fmt::Display for RoundEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RoundEnd::Connect(e) => write!(f, "{e}"),
-            RoundEnd::Call(e, _) => write!(f, "{e}"),
+            RoundEnd::Failed(failure) => write!(f, "{failure}"),
             RoundEnd::Canceled(why) => write!(f, "watch canceled: {why}"),
         }
     }
@@ -384,7 +391,7 @@ impl WatchTask {
             self.state
                 .snapshot
                 .send_if_modified(|s| !std::mem::replace(&mut s.failing, true));
-            if let RoundEnd::Call(_, generation) = &end {
+            if let RoundEnd::Failed(Failure::Call(_, generation)) = &end {
                 self.conn.invalidate(*generation).await;
             }
             let known = self.state.snapshot.borrow().instances.len();
@@ -407,7 +414,7 @@ impl WatchTask {
     async fn round(&mut self, incident: &mut Incident) -> RoundEnd {
         let (generation, mut client) = match self.conn.client().await {
             Ok(c) => c,
-            Err(e) => return RoundEnd::Connect(e),
+            Err(e) => return Failure::Connect(e).into(),
         };
         let listed = match self
             .conn
@@ -415,7 +422,7 @@ impl WatchTask {
             .await
         {
             Ok(r) => r,
-            Err(e) => return RoundEnd::Call(e, generation),
+            Err(e) => return Failure::Call(e, generation).into(),
         };
         let revision = listed.header().map_or(0, |h| h.revision());
         self.state.set_failure(None);
@@ -461,7 +468,7 @@ impl WatchTask {
             .await
         {
             Ok(s) => s,
-            Err(e) => return RoundEnd::Call(e, generation),
+            Err(e) => return Failure::Call(e, generation).into(),
         };
         loop {
             let carried_until = self.carried.as_ref().map(|(_, until)| *until);
@@ -501,9 +508,10 @@ impl WatchTask {
                     self.publish(&current);
                 }
                 Ok(None) => {
-                    return RoundEnd::Call(CallError::Closed("watch stream closed"), generation);
+                    return Failure::Call(CallError::Closed("watch stream closed"), generation)
+                        .into();
                 }
-                Err(e) => return RoundEnd::Call(CallError::Etcd(e), generation),
+                Err(e) => return Failure::Call(CallError::Etcd(e), generation).into(),
             }
         }
     }

@@ -23,7 +23,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     address::routable_address,
     backoff::{Backoff, Incident},
-    connection::Connection,
+    connection::{Connection, Failure},
     error::{CallError, Error, validate_service_name},
     options::{EtcdOptions, RegisterOptions, ServeOptions},
     record::{InstanceRecord, instance_key},
@@ -179,23 +179,6 @@ impl Registration {
     }
 }
 
-/// A failure of one registration attempt.
-enum Failure {
-    /// No client could be built (bad options, TLS, auth).
-    Connect(Error),
-    /// A request failed or timed out.
-    Call(CallError),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Connect(e) => write!(f, "{e}"),
-            Failure::Call(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// Why a keepalive session ended.
 enum SessionEnd {
     /// `deregister` was called.
@@ -263,7 +246,7 @@ impl Keeper {
             }
             Err(e) => {
                 self.conn.invalidate(generation).await;
-                Err(Failure::Call(e))
+                Err(Failure::Call(e, generation))
             }
         }
     }
@@ -282,8 +265,7 @@ impl Keeper {
         loop {
             let error = match self.put_under_new_lease().await {
                 Ok(granted) => return Ok(granted),
-                Err(Failure::Call(source)) => self.conn.startup_error(source),
-                Err(Failure::Connect(e)) => e,
+                Err(failure) => self.conn.startup_error(failure),
             };
             let delay = backoff.next_delay();
             let retry = matches!(error, Error::Unreachable { .. })
