@@ -46,7 +46,7 @@ pub struct IdlgenPlugin {
     files: Arc<HashMap<PathBuf, FileId>>,
     /// Filled while pilota runs; read by [`crate_file`] afterwards.
     pub services: Arc<Mutex<Vec<ServiceModule>>>,
-    /// What could not be generated; [`crate::generate`] fails the build with them.
+    /// What could not be generated; [`crate::generate::generate`] fails the build with them.
     pub errors: Arc<Mutex<Vec<String>>>,
 }
 
