@@ -60,9 +60,9 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let stack = Stack::start().await;
-    let (code, _, id) = stack.create("bench", "bench-secret").await;
-    assert_eq!(code, 0, "cannot create the benchmark user");
-    let id = id.expect("a user id");
+    let created = stack.create("bench", "bench-secret").await;
+    assert_eq!(created.code, 0, "cannot create the benchmark user");
+    let id = created.user_id.expect("a user id");
     let (token, _) = jwt().issue(&id.to_string()).expect("a token");
     let path = format!("/api/user/{id}");
 

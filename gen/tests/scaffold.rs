@@ -37,9 +37,8 @@ fn temp_workspace() -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn new_service_writes_a_crate_that_compiles() {
-    let ws = temp_workspace();
+/// `idlgen new-service idl/user.thrift UserService --out services/user` in `ws`; its output.
+fn new_user_service(ws: &tempfile::TempDir) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_idlgen"))
         .args(["new-service"])
         .arg(repo().join("idl/user.thrift"))
@@ -52,6 +51,13 @@ fn new_service_writes_a_crate_that_compiles() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[test]
+fn new_service_writes_a_crate_that_compiles() {
+    let ws = temp_workspace();
+    let out = new_user_service(&ws);
     let created = String::from_utf8_lossy(&out.stdout);
     for file in [
         "Cargo.toml",
@@ -127,18 +133,7 @@ fn new_service_refuses_an_unknown_service_and_an_existing_directory() {
 #[test]
 fn the_scaffold_declares_its_flags_as_the_user_service_does() {
     let ws = temp_workspace();
-    let out = Command::new(env!("CARGO_BIN_EXE_idlgen"))
-        .args(["new-service"])
-        .arg(repo().join("idl/user.thrift"))
-        .args(["UserService", "--out", "services/user"])
-        .current_dir(ws.path())
-        .output()
-        .expect("idlgen runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    new_user_service(&ws);
     let read = |path: PathBuf| std::fs::read_to_string(&path).expect("a config.rs");
     let scaffold = flags(&read(ws.path().join("services/user/src/config.rs")));
     let real = flags(&read(repo().join("services/user/src/config.rs")));
