@@ -31,7 +31,8 @@ pub(crate) enum Rejection {
     NoRoute,
     /// 405: the path has routes, for these methods only (`Allow`, as RFC 9110 requires).
     MethodNotAllowed(HeaderValue),
-    /// 401 in the envelope (code 10005): the route needs a valid bearer token.
+    /// 401 with AuthorizationFailed (10004) in the envelope: the route needs a valid bearer
+    /// token.
     Unauthorized(AuthError),
     /// 415: the route reads a JSON body and the request does not declare one.
     NotJson,
