@@ -26,12 +26,9 @@ use crate::{
 /// two candidates, so its latency average learns that it healed.
 const FORCED_PICK_MS: u64 = 1_000;
 
-/// A latency for instances never heard from when both candidates are: only load counts.
-const UNKNOWN_LATENCY_NS: f64 = 1.0;
-
 /// Added to every latency before comparing: below a millisecond, differences are noise (a
 /// first call that also connected, a scheduler hiccup) that the average, fed only by the
-/// calls an instance wins, might never unlearn.
+/// calls an instance wins, might never unlearn. It also keeps every score above zero.
 const LATENCY_SLACK_NS: f64 = 1e6;
 
 /// One candidate's score must beat the other's by this factor to win outright. Closer
@@ -45,11 +42,11 @@ const CLEARLY_BETTER: f64 = 1.5;
 /// keeps the one with the clearly lower load score, `(latency + 1 ms) × (in flight + 1) /
 /// weight` (an instance never heard from borrows the other's latency); between scores within
 /// 1.5× of each other it draws by weight, so that healthy instances share the load. One not
-/// picked for ~1 s is picked the next time it is a candidate. A half-open instance gets its probe first. When
-/// the picker is asked again (Volo's transport retry, or [`crate::RetryLayer`] after a
-/// timeout) it yields another instance: first those with closed breakers, then open ones
-/// (so that a client whose instances are all open still calls one), and instances an earlier
-/// attempt of the same call tried come last.
+/// picked for ~1 s is picked the next time it is a candidate. A half-open instance gets its
+/// probe first. When the picker is asked again (Volo's transport retry, or
+/// [`crate::RetryLayer`] after a timeout) it yields another instance: first those with closed
+/// breakers, then open ones (so that a client whose instances are all open still calls one),
+/// and instances an earlier attempt of the same call tried come last.
 ///
 /// Cost: a pick looks at every instance of the service once.
 ///
@@ -262,12 +259,12 @@ fn choose(
         (Some(x), Some(y)) => (x, y),
         (Some(x), None) => (x, x),
         (None, Some(y)) => (y, y),
-        (None, None) => (UNKNOWN_LATENCY_NS, UNKNOWN_LATENCY_NS),
+        // Neither heard from: only load counts.
+        (None, None) => (0.0, 0.0),
     };
     let score = |i: usize, latency: f64| {
         let e = &entries[i];
-        (latency.max(UNKNOWN_LATENCY_NS) + LATENCY_SLACK_NS) * f64::from(e.stats.in_flight() + 1)
-            / f64::from(e.weight)
+        (latency + LATENCY_SLACK_NS) * f64::from(e.stats.in_flight() + 1) / f64::from(e.weight)
     };
     let (sa, sb) = (score(a, la), score(b, lb));
     if sb * CLEARLY_BETTER < sa {
