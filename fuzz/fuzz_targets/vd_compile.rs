@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// One field of every type the compiler knows, each once required and once optional.
-static FIELDS: LazyLock<Vec<(String, String, VdType, bool)>> = LazyLock::new(|| {
+static FIELDS: LazyLock<Vec<(String, VdType, bool)>> = LazyLock::new(|| {
     let types = [
         ("b", VdType::Bool),
         ("i", VdType::Int),
@@ -55,7 +55,7 @@ static FIELDS: LazyLock<Vec<(String, String, VdType, bool)>> = LazyLock::new(|| 
             } else {
                 name.to_string()
             };
-            fields.push((name.clone(), format!("self.{name}"), ty.clone(), optional));
+            fields.push((name, ty.clone(), optional));
         }
     }
     fields
@@ -64,15 +64,13 @@ static FIELDS: LazyLock<Vec<(String, String, VdType, bool)>> = LazyLock::new(|| 
 fn rule(current: usize, text: &str) {
     let fields: Vec<VdField<'_>> = FIELDS
         .iter()
-        .map(|(name, access, ty, optional)| VdField {
+        .map(|(name, ty, optional)| VdField {
             name,
-            access,
             ty: ty.clone(),
             optional: *optional,
         })
         .collect();
-    let current = &fields[current % fields.len()];
-    match vd::compile(text, current, &fields) {
+    match vd::compile(text, &fields, current % fields.len()) {
         Ok(rule) => {
             // What the generated code embeds must be Rust: an expression, both ways.
             for code in [&rule.check, &rule.violated] {

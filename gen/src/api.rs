@@ -83,6 +83,8 @@ fn path_params(path: &str) -> Vec<&str> {
 pub struct Api {
     pub idl: Idl,
     pub routes: Vec<Route>,
+    /// The compiled `api.vd` of every field that has one, by its struct and its index there.
+    pub rules: HashMap<(StructId, usize), vd::Rule>,
 }
 
 /// The name a service registers under: `registry.name`, else the IDL name.
@@ -125,9 +127,9 @@ impl Api {
             }
         }
         check_duplicates(&idl, &routes, &mut diags);
-        check_validation(&idl, &mut diags);
+        let rules = compile_rules(&idl, &mut diags);
         if diags.is_empty() {
-            Ok(Api { idl, routes })
+            Ok(Api { idl, routes, rules })
         } else {
             Err(diags)
         }
@@ -521,16 +523,12 @@ fn locate_route(idl: &Idl, r: &Route) -> Diagnostic {
     src.at(at, "")
 }
 
-/// Every `api.vd` in the IDL must compile.
-fn check_validation(idl: &Idl, diags: &mut Diagnostics) {
-    for st in &idl.structs {
+/// Compiles every `api.vd` in the IDL: each must compile.
+fn compile_rules(idl: &Idl, diags: &mut Diagnostics) -> HashMap<(StructId, usize), vd::Rule> {
+    let mut rules = HashMap::new();
+    for (si, st) in idl.structs.iter().enumerate() {
         let src = idl.source(st.file);
-        let access: Vec<String> = st
-            .fields
-            .iter()
-            .map(|f| format!("self.{}", f.name))
-            .collect();
-        let siblings = vd_fields(&st.fields, &access);
+        let fields = vd_fields(&st.fields);
         for (fi, field) in st.fields.iter().enumerate() {
             let Some(expr) = field.annotations.get("api.vd") else {
                 continue;
@@ -542,25 +540,27 @@ fn check_validation(idl: &Idl, diags: &mut Diagnostics) {
                 diags.push(src.at(quote, format!("api.vd on `{}`: validating typedef'd fields is not supported; use the underlying type", field.name)));
                 continue;
             }
-            if let Err(e) = vd::compile(expr, &siblings[fi], &siblings) {
-                diags.push(src.in_literal(
+            match vd::compile(expr, &fields, fi) {
+                Ok(rule) => {
+                    rules.insert((StructId(si), fi), rule);
+                }
+                Err(e) => diags.push(src.in_literal(
                     quote,
                     e.offset,
                     format!("api.vd of `{}`: {}", field.name, e.message),
-                ));
+                )),
             }
         }
     }
+    rules
 }
 
-/// What the validation compiler needs to know of each field; `access` is its Rust place.
-pub fn vd_fields<'a>(fields: &'a [Field], access: &'a [String]) -> Vec<vd::VdField<'a>> {
+/// What the validation compiler needs to know of each field.
+fn vd_fields(fields: &[Field]) -> Vec<vd::VdField<'_>> {
     fields
         .iter()
-        .zip(access)
-        .map(|(f, a)| vd::VdField {
+        .map(|f| vd::VdField {
             name: &f.name,
-            access: a,
             ty: vd_type(&f.ty),
             optional: !f.required,
         })

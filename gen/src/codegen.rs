@@ -7,7 +7,7 @@
 //! `visit_routes`. Per crate (`idlgen.rs`): every route and a `visit_routes` over all services.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     fmt::Write as _,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -153,31 +153,35 @@ fn message_items(
         return String::new();
     }
     let rust = |f: &crate::idl::Field| names.get(&f.id).cloned().unwrap_or_else(|| f.name.clone());
-    let access: Vec<String> = st
-        .fields
-        .iter()
-        .map(|f| format!("self.{}", rust(f)))
-        .collect();
-    let siblings = api::vd_fields(&st.fields, &access);
+    let rule = |i: usize| api.rules.get(&(sid, i));
     let mut checks = String::new();
+    // The rules read the fields through bindings: bind those they read, by pilota's names.
+    let reads: BTreeSet<usize> = (0..st.fields.len())
+        .filter_map(rule)
+        .flat_map(|r| r.reads.iter().copied())
+        .collect();
+    if !reads.is_empty() {
+        let binds: Vec<String> = reads
+            .iter()
+            .map(|&i| format!("{}: {}", rust(&st.fields[i]), vd::field_binding(i)))
+            .collect();
+        let _ = writeln!(checks, "let Self {{ {}, .. }} = self;", binds.join(", "));
+    }
     for (i, f) in st.fields.iter().enumerate() {
-        if let Some(expr) = f.annotations.get("api.vd") {
-            // The model was checked: every rule compiles.
-            if let Ok(rule) = vd::compile(expr, &siblings[i], &siblings) {
-                let message = match &rule.message {
-                    Some(m) => format!("::std::option::Option::Some({m:?})"),
-                    None => "::std::option::Option::None".into(),
-                };
-                let _ = writeln!(
-                    checks,
-                    "if {violated} {{ return ::std::result::Result::Err(::idlgen_runtime::Invalid::new({name:?}, {expr:?}, {message})); }}",
-                    violated = rule.violated,
-                    name = f.name,
-                );
-            }
+        if let (Some(rule), Some(expr)) = (rule(i), f.annotations.get("api.vd")) {
+            let message = match &rule.message {
+                Some(m) => format!("::std::option::Option::Some({m:?})"),
+                None => "::std::option::Option::None".into(),
+            };
+            let _ = writeln!(
+                checks,
+                "if {violated} {{ return ::std::result::Result::Err(::idlgen_runtime::Invalid::new({name:?}, {expr:?}, {message})); }}",
+                violated = rule.violated,
+                name = f.name,
+            );
         }
         if let Some(call) = nested_check(api, &f.ty, "v", &format!("{:?}", f.name), 0) {
-            let place = &access[i];
+            let place = format!("self.{}", rust(f));
             let _ = if f.required {
                 writeln!(checks, "{{ let v = &{place}; {call} }}")
             } else {

@@ -1,10 +1,11 @@
 //! Typing and emission: checks the syntax tree's types against the fields and emits Rust code.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use super::lex::{ArOp, CmpOp};
 use super::parse::{Expr, ExprKind, regex_reason};
-use super::{CUR, VdError, VdField, VdType, err};
+use super::{VdError, VdField, VdType, err, field_binding, value_binding};
 
 const RT: &str = "::idlgen_runtime::vd";
 
@@ -216,13 +217,14 @@ pub(super) enum Cond {
         neg: bool,
         cur: bool,
     },
-    /// `place.is_some()` / `place.is_none()` of an optional field.
+    /// `place.is_some()` / `place.is_none()` of an optional field; `place` is its binding.
     Presence {
         place: String,
         some: bool,
     },
-    /// `body` with optional fields bound: `place.as_ref().is_some_and(|name| body)`, or
-    /// `is_none_or` when `on_none` (the value when any of them is absent).
+    /// `body` with the values of optional fields bound, from `(place, name)`:
+    /// `place.as_ref().is_some_and(|name| body)`, or `is_none_or` when `on_none` (the value
+    /// when any of them is absent).
     Lift {
         binds: Vec<(String, String)>,
         body: Box<Cond>,
@@ -233,7 +235,7 @@ pub(super) enum Cond {
 }
 
 impl Cond {
-    pub(super) fn uses_cur(&self) -> bool {
+    fn uses_cur(&self) -> bool {
         match self {
             Cond::Const(_) | Cond::Presence { .. } => false,
             Cond::Cmp { cur, .. } | Cond::Atom { cur, .. } => *cur,
@@ -348,7 +350,7 @@ fn all(xs: Vec<Cond>) -> Cond {
     }
 }
 
-pub(super) fn any(xs: Vec<Cond>) -> Cond {
+fn any(xs: Vec<Cond>) -> Cond {
     let mut out = Vec::new();
     for x in xs {
         match x {
@@ -371,45 +373,94 @@ enum Target {
     Sib(usize),
 }
 
+/// Type-checks one rule against the struct's fields and emits its code.
 pub(super) struct Checker<'c, 'a> {
-    pub(super) cur: &'c VdField<'a>,
-    pub(super) sibs: &'c [VdField<'a>],
+    fields: &'c [VdField<'a>],
+    /// The index of the field the rule is on.
+    cur: usize,
+    /// The fields whose binding the code names (see [`field_binding`]).
+    reads: RefCell<BTreeSet<usize>>,
 }
 
-impl Checker<'_, '_> {
-    fn field(&self, t: Target) -> &VdField<'_> {
+impl<'c, 'a> Checker<'c, 'a> {
+    pub(super) fn new(fields: &'c [VdField<'a>], cur: usize) -> Self {
+        Checker {
+            fields,
+            cur,
+            reads: RefCell::default(),
+        }
+    }
+
+    /// The fields the code emitted so far reads.
+    pub(super) fn reads(self) -> BTreeSet<usize> {
+        self.reads.into_inner()
+    }
+
+    fn current(&self) -> &VdField<'a> {
+        &self.fields[self.cur]
+    }
+
+    fn index(&self, t: Target) -> usize {
         match t {
             Target::Cur => self.cur,
-            Target::Sib(i) => self.sibs.get(i).unwrap_or(self.cur),
+            Target::Sib(i) => i,
         }
+    }
+
+    fn field(&self, t: Target) -> &VdField<'a> {
+        &self.fields[self.index(t)]
+    }
+
+    /// The binding of field `i` (a reference to it), noted as read.
+    fn field_ref(&self, i: usize) -> String {
+        self.reads.borrow_mut().insert(i);
+        field_binding(i)
+    }
+
+    /// The whole rule: when the current field is optional, it holds where the field is absent.
+    pub(super) fn rule(&self, ast: &Expr) -> Result<Cond, VdError> {
+        let check = self.cond(ast)?;
+        if !self.current().optional {
+            return Ok(check);
+        }
+        let place = self.field_ref(self.cur);
+        Ok(if check.uses_cur() {
+            Cond::Lift {
+                binds: vec![(place, value_binding(self.cur))],
+                body: Box::new(check),
+                on_none: true,
+            }
+        } else {
+            any(vec![Cond::Presence { place, some: false }, check])
+        })
     }
 
     /// `(name)$`: the Thrift name, else hz's Go-style spelling of it (`UserID` for `user_id`).
     fn resolve(&self, name: &str, at: usize) -> Result<Target, VdError> {
         let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
         let target = |i: usize| {
-            if self.sibs[i].name == self.cur.name {
+            if i == self.cur {
                 Target::Cur
             } else {
                 Target::Sib(i)
             }
         };
-        if name == self.cur.name {
+        if name == self.current().name {
             return Ok(Target::Cur);
         }
-        if let Some(i) = self.sibs.iter().position(|f| f.name == name) {
+        if let Some(i) = self.fields.iter().position(|f| f.name == name) {
             return Ok(target(i));
         }
-        if norm(name) == norm(self.cur.name) {
+        if norm(name) == norm(self.current().name) {
             return Ok(Target::Cur);
         }
-        let close: Vec<usize> = (0..self.sibs.len())
-            .filter(|&i| norm(self.sibs[i].name) == norm(name))
+        let close: Vec<usize> = (0..self.fields.len())
+            .filter(|&i| norm(self.fields[i].name) == norm(name))
             .collect();
         match close.as_slice() {
             [i] => Ok(target(*i)),
             [] => {
-                let names: Vec<&str> = self.sibs.iter().map(|f| f.name).collect();
+                let names: Vec<&str> = self.fields.iter().map(|f| f.name).collect();
                 Err(err(
                     at,
                     format!(
@@ -433,42 +484,36 @@ impl Checker<'_, '_> {
         }
     }
 
-    /// How generated code reaches a field's value inside the rule: a place of type `T`, or a
-    /// closure binding of type `&T` for optional fields.
-    fn source(&self, t: Target) -> (String, bool) {
-        match t {
-            Target::Cur if self.cur.optional => (CUR.to_string(), true),
-            Target::Cur => (self.cur.access.to_string(), false),
-            Target::Sib(i) if self.field(t).optional => (format!("vd_f{i}"), true),
-            Target::Sib(_) => (self.field(t).access.to_string(), false),
+    /// How generated code reaches a field's value inside the rule, as a `&T`: the field's
+    /// binding, or for an optional field the binding of its value where it is present.
+    fn source(&self, t: Target) -> String {
+        let i = self.index(t);
+        if self.field(t).optional {
+            value_binding(i)
+        } else {
+            self.field_ref(i)
         }
     }
 
     /// A field's value in an expression.
     fn field_val(&self, t: Target, at: usize) -> Result<Value, VdError> {
         let f = self.field(t);
-        let (src, is_ref) = self.source(t);
-        let by_ref = if is_ref {
-            src.clone()
-        } else {
-            format!("&{src}")
-        };
+        let src = self.source(t);
         let as_f64 = match &f.ty {
-            VdType::Int => Some(format!("{RT}::VdNum::vd_f64({by_ref})")),
+            VdType::Int => Some(format!("{RT}::VdNum::vd_f64({src})")),
             VdType::Enum => Some(format!("{RT}::VdNum::vd_f64(&{src}.inner())")),
             _ => None,
         };
         let (ty, code, prec) = match &f.ty {
-            VdType::Bool if is_ref => (ValueType::Bool, format!("*{src}"), P_UNARY),
-            VdType::Bool => (ValueType::Bool, src, P_PRIMARY),
+            VdType::Bool => (ValueType::Bool, format!("*{src}"), P_UNARY),
             VdType::Int => (
                 ValueType::Int,
-                format!("{RT}::VdNum::vd_i64({by_ref})"),
+                format!("{RT}::VdNum::vd_i64({src})"),
                 P_PRIMARY,
             ),
             VdType::Float => (
                 ValueType::Float,
-                format!("{RT}::VdNum::vd_f64({by_ref})"),
+                format!("{RT}::VdNum::vd_f64({src})"),
                 P_PRIMARY,
             ),
             VdType::Enum => (
@@ -492,7 +537,7 @@ impl Checker<'_, '_> {
         v.as_f64 = as_f64;
         match t {
             Target::Cur => v.cur = true,
-            Target::Sib(i) if is_ref => {
+            Target::Sib(i) if f.optional => {
                 v.lifts.insert(i);
             }
             Target::Sib(_) => {}
@@ -559,7 +604,7 @@ impl Checker<'_, '_> {
     /// `(Flag)$ op b` for an optional boolean sibling: absent equals nothing.
     fn optional_bool(&self, i: usize, op: CmpOp, b: bool) -> Cond {
         Cond::Cmp {
-            l: self.sibs[i].access.to_string(),
+            l: format!("*{}", self.field_ref(i)),
             op,
             r: format!("Some({b})"),
             cur: false,
@@ -574,12 +619,7 @@ impl Checker<'_, '_> {
         Cond::Lift {
             binds: lifts
                 .iter()
-                .map(|&i| {
-                    (
-                        self.field(Target::Sib(i)).access.to_string(),
-                        format!("vd_f{i}"),
-                    )
-                })
+                .map(|&i| (self.field_ref(i), value_binding(i)))
                 .collect(),
             body: Box::new(body),
             on_none,
@@ -762,8 +802,8 @@ impl Checker<'_, '_> {
         }
         // An optional sibling is passed as `&Option<T>`: the runtime counts an absent one as 0.
         let by_ref = match t {
-            Target::Cur if self.cur.optional => CUR.to_string(),
-            _ => format!("&{}", f.access),
+            Target::Cur if f.optional => value_binding(self.cur),
+            _ => self.field_ref(self.index(t)),
         };
         let mut v = Value::code(
             ValueType::Int,
@@ -827,13 +867,13 @@ impl Checker<'_, '_> {
     /// `x == nil` (`some: false`) or `x != nil`.
     fn presence(&self, n: &Expr, some: bool) -> Result<Cond, VdError> {
         match self.target_of(n)? {
-            Some(Target::Cur) if self.cur.optional => Err(err(
+            Some(Target::Cur) if self.current().optional => Err(err(
                 n.at,
                 "`$` is never nil here: a rule on an optional field is only checked when the field is set (make it required to demand it)",
             )),
             Some(Target::Cur) => Err(err(
                 n.at,
-                format!("`{}` is required, so it is never nil", self.cur.name),
+                format!("`{}` is required, so it is never nil", self.current().name),
             )),
             Some(t @ Target::Sib(_)) => {
                 let f = self.field(t);
@@ -844,7 +884,7 @@ impl Checker<'_, '_> {
                     ));
                 }
                 Ok(Cond::Presence {
-                    place: f.access.to_string(),
+                    place: self.field_ref(self.index(t)),
                     some,
                 })
             }

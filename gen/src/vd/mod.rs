@@ -52,15 +52,18 @@
 //!
 //! # Generated code
 //!
-//! [`Rule::check`] is one Rust expression of type `bool`, to be evaluated where `self` is the
-//! struct, and [`Rule::violated`] its negation. It only names the fields' `access` places,
-//! `::std`, and `::idlgen_runtime::vd`; each regex is compiled once, in a block-local
-//! `static LazyLock`, and numbers are read through the runtime's `VdNum` (no `as` casts).
-//! For `mblen($) >= 1 && mblen($) <= 32` on a required `username`:
+//! [`Rule::check`] is one Rust expression of type `bool`, and [`Rule::violated`] its negation.
+//! It reads field `i` of the struct through the binding [`field_binding`]`(i)`, a reference to
+//! the field, for each `i` in [`Rule::reads`]; the code generator binds them first, with
+//! pilota's names for the fields: `let Self { username: vd_f0, .. } = self;`. So a rule is
+//! checked and compiled once, from the IDL alone, and the generator only renders it. Besides
+//! those bindings the code names only `::std` and `::idlgen_runtime::vd`; each regex is compiled
+//! once, in a block-local `static LazyLock`, and numbers are read through the runtime's `VdNum`
+//! (no `as` casts). For `mblen($) >= 1 && mblen($) <= 32` on a required `username`, field 0:
 //!
 //! ```text
-//! check:    ::idlgen_runtime::vd::mblen(&self.username) >= 1 && ::idlgen_runtime::vd::mblen(&self.username) <= 32
-//! violated: ::idlgen_runtime::vd::mblen(&self.username) < 1 || ::idlgen_runtime::vd::mblen(&self.username) > 32
+//! check:    ::idlgen_runtime::vd::mblen(vd_f0) >= 1 && ::idlgen_runtime::vd::mblen(vd_f0) <= 32
+//! violated: ::idlgen_runtime::vd::mblen(vd_f0) < 1 || ::idlgen_runtime::vd::mblen(vd_f0) > 32
 //! ```
 //!
 //! Use them as `if <violated> { return Err(..) }` or `let ok: bool = <check>;`: both are clean
@@ -77,9 +80,10 @@ mod tag;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
-use check::{Checker, Cond, any};
+use check::Checker;
 use lex::lex;
 use parse::Parser;
 use tag::{parse_message, split_tag};
@@ -99,19 +103,18 @@ pub enum VdType {
     Struct,
 }
 
-/// A field an expression may name: `$` is `current`, `(Name)$` looks up `name` among the siblings.
+/// A field of the struct, as a rule sees it: `$` is the field the rule is on, `(Name)$` names
+/// another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VdField<'a> {
     /// The Thrift field name.
     pub name: &'a str,
-    /// A Rust place expression for the field, such as `self.username`.
-    pub access: &'a str,
     pub ty: VdType,
     /// The Rust type is `Option<T>`.
     pub optional: bool,
 }
 
-/// A compiled rule: `check` is a Rust expression of type `bool` that is evaluated where `self` is the struct.
+/// A compiled rule: `check` is a Rust expression of type `bool`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub check: String,
@@ -120,6 +123,19 @@ pub struct Rule {
     pub violated: String,
     /// The `msg:'...'` of the annotation, if it has one.
     pub message: Option<String>,
+    /// The fields the code reads, each through its [`field_binding`].
+    pub reads: BTreeSet<usize>,
+}
+
+/// The name through which a rule's code reads field `i` of the struct: a reference to the
+/// field (`&T`, or `&Option<T>` for an optional field), bound by the code generator.
+pub fn field_binding(i: usize) -> String {
+    format!("vd_f{i}")
+}
+
+/// The name of optional field `i`'s value (`&T`) inside the code that runs where it is present.
+fn value_binding(i: usize) -> String {
+    format!("vd_v{i}")
 }
 
 /// What is wrong and where: `offset` is a byte offset into the expression text.
@@ -137,45 +153,24 @@ impl fmt::Display for VdError {
 
 impl std::error::Error for VdError {}
 
-/// Compiles one `api.vd` annotation on `current`; `siblings` are the struct's fields (it may
-/// include `current` itself).
-pub fn compile(
-    expr: &str,
-    current: &VdField<'_>,
-    siblings: &[VdField<'_>],
-) -> Result<Rule, VdError> {
+/// Compiles one `api.vd` annotation on `fields[current]`; `fields` are the struct's fields.
+///
+/// # Panics
+/// If `current` is not an index of `fields`.
+pub fn compile(expr: &str, fields: &[VdField<'_>], current: usize) -> Result<Rule, VdError> {
     let (rule, msg) = split_tag(expr)?;
     let ast = Parser::new(lex(rule.text, rule.at)?).parse()?;
     let message = match msg {
         Some(part) => parse_message(&part)?,
         None => None,
     };
-    let checker = Checker {
-        cur: current,
-        sibs: siblings,
-    };
-    let mut check = checker.cond(&ast)?;
-    if current.optional {
-        check = if check.uses_cur() {
-            Cond::Lift {
-                binds: vec![(current.access.to_string(), CUR.to_string())],
-                body: Box::new(check),
-                on_none: true,
-            }
-        } else {
-            any(vec![
-                Cond::Presence {
-                    place: current.access.to_string(),
-                    some: false,
-                },
-                check,
-            ])
-        };
-    }
+    let checker = Checker::new(fields, current);
+    let check = checker.rule(&ast)?;
     Ok(Rule {
         violated: check.clone().negate().render().0,
         check: check.render().0,
         message,
+        reads: checker.reads(),
     })
 }
 
@@ -185,6 +180,3 @@ fn err(offset: usize, message: impl Into<String>) -> VdError {
         message: message.into(),
     }
 }
-
-/// The binding of an optional current field inside the generated closure.
-const CUR: &str = "vd_cur";

@@ -1,42 +1,35 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
-fn f<'a>(name: &'a str, access: &'a str, ty: VdType, optional: bool) -> VdField<'a> {
-    VdField {
-        name,
-        access,
-        ty,
-        optional,
-    }
+fn f(name: &str, ty: VdType, optional: bool) -> VdField<'_> {
+    VdField { name, ty, optional }
 }
 
-/// A struct with one field of each kind; `o_*` are optional.
+/// A struct with one field of each kind; `o_*` are optional. The code reads field `i` as
+/// `vd_f{i}` (`name` is `vd_f0`, `user_id` `vd_f14`) and its value, where optional and
+/// present, as `vd_v{i}`.
 fn fields() -> Vec<VdField<'static>> {
     vec![
-        f("name", "self.name", VdType::String, false),
-        f("age", "self.age", VdType::Int, false),
-        f("score", "self.score", VdType::Float, false),
-        f("ok", "self.ok", VdType::Bool, false),
-        f("data", "self.data", VdType::Binary, false),
-        f("kind", "self.kind", VdType::Enum, false),
-        f(
-            "tags",
-            "self.tags",
-            VdType::List(Box::new(VdType::String)),
-            false,
-        ),
-        f("ids", "self.ids", VdType::Set(Box::new(VdType::Int)), false),
+        f("name", VdType::String, false),
+        f("age", VdType::Int, false),
+        f("score", VdType::Float, false),
+        f("ok", VdType::Bool, false),
+        f("data", VdType::Binary, false),
+        f("kind", VdType::Enum, false),
+        f("tags", VdType::List(Box::new(VdType::String)), false),
+        f("ids", VdType::Set(Box::new(VdType::Int)), false),
         f(
             "attrs",
-            "self.attrs",
             VdType::Map(Box::new(VdType::String), Box::new(VdType::String)),
             false,
         ),
-        f("addr", "self.addr", VdType::Struct, false),
-        f("o_name", "self.o_name", VdType::String, true),
-        f("o_age", "self.o_age", VdType::Int, true),
-        f("o_ok", "self.o_ok", VdType::Bool, true),
-        f("o_addr", "self.o_addr", VdType::Struct, true),
-        f("user_id", "self.user_id", VdType::Int, false),
+        f("addr", VdType::Struct, false),
+        f("o_name", VdType::String, true),
+        f("o_age", VdType::Int, true),
+        f("o_ok", VdType::Bool, true),
+        f("o_addr", VdType::Struct, true),
+        f("user_id", VdType::Int, false),
     ]
 }
 
@@ -44,10 +37,9 @@ fn on(field: &str, expr: &str) -> Result<Rule, VdError> {
     let all = fields();
     let cur = all
         .iter()
-        .find(|x| x.name == field)
-        .cloned()
+        .position(|x| x.name == field)
         .expect("test field exists");
-    compile(expr, &cur, &all)
+    compile(expr, &all, cur)
 }
 
 fn check(field: &str, expr: &str) -> String {
@@ -68,21 +60,21 @@ fn fails(field: &str, expr: &str) -> (usize, String) {
     }
 }
 
-const NUM_AGE: &str = "::idlgen_runtime::vd::VdNum::vd_i64(&self.age)";
+const NUM_AGE: &str = "::idlgen_runtime::vd::VdNum::vd_i64(vd_f1)";
 
 #[test]
 fn project_rules() {
     assert_eq!(
         check("name", "mblen($) >= 1 && mblen($) <= 32"),
-        "::idlgen_runtime::vd::mblen(&self.name) >= 1 && ::idlgen_runtime::vd::mblen(&self.name) <= 32"
+        "::idlgen_runtime::vd::mblen(vd_f0) >= 1 && ::idlgen_runtime::vd::mblen(vd_f0) <= 32"
     );
     assert_eq!(
         check("name", "len($) >= 6 && len($) <= 64"),
-        "::idlgen_runtime::vd::len(&self.name) >= 6 && ::idlgen_runtime::vd::len(&self.name) <= 64"
+        "::idlgen_runtime::vd::len(vd_f0) >= 6 && ::idlgen_runtime::vd::len(vd_f0) <= 64"
     );
     assert_eq!(
         check("user_id", "$ > 0"),
-        "::idlgen_runtime::vd::VdNum::vd_i64(&self.user_id) > 0"
+        "::idlgen_runtime::vd::VdNum::vd_i64(vd_f14) > 0"
     );
 }
 
@@ -108,21 +100,21 @@ fn literals_and_arithmetic() {
     // `/` is a float division, as every number is a float64 in Go.
     assert_eq!(
         check("age", "$ / 2 > 2"),
-        "::idlgen_runtime::vd::f64_gt(::idlgen_runtime::vd::VdNum::vd_f64(&self.age) / 2.0, 2.0)"
+        "::idlgen_runtime::vd::f64_gt(::idlgen_runtime::vd::VdNum::vd_f64(vd_f1) / 2.0, 2.0)"
     );
     assert_eq!(
         check("score", "$ * (1.5 + $) <= 2"),
-        "::idlgen_runtime::vd::f64_le(::idlgen_runtime::vd::VdNum::vd_f64(&self.score) * (1.5 + ::idlgen_runtime::vd::VdNum::vd_f64(&self.score)), 2.0)"
+        "::idlgen_runtime::vd::f64_le(::idlgen_runtime::vd::VdNum::vd_f64(vd_f2) * (1.5 + ::idlgen_runtime::vd::VdNum::vd_f64(vd_f2)), 2.0)"
     );
     assert_eq!(
         check("score", "-$ < 1"),
-        "::idlgen_runtime::vd::f64_lt(-::idlgen_runtime::vd::VdNum::vd_f64(&self.score), 1.0)"
+        "::idlgen_runtime::vd::f64_lt(-::idlgen_runtime::vd::VdNum::vd_f64(vd_f2), 1.0)"
     );
     // Integer expressions and floats meet through the runtime's conversions, not `as`.
     assert_eq!(
         check("age", "($ + 1) / 2 > (score)$ % 2"),
         format!(
-            "::idlgen_runtime::vd::f64_gt(::idlgen_runtime::vd::VdNum::vd_f64(&{NUM_AGE}.wrapping_add(1)) / 2.0, ::idlgen_runtime::vd::VdNum::vd_f64(&::idlgen_runtime::vd::rem(::idlgen_runtime::vd::VdNum::vd_i64(&::idlgen_runtime::vd::VdNum::vd_f64(&self.score)), 2)))"
+            "::idlgen_runtime::vd::f64_gt(::idlgen_runtime::vd::VdNum::vd_f64(&{NUM_AGE}.wrapping_add(1)) / 2.0, ::idlgen_runtime::vd::VdNum::vd_f64(&::idlgen_runtime::vd::rem(::idlgen_runtime::vd::VdNum::vd_i64(&::idlgen_runtime::vd::VdNum::vd_f64(vd_f2)), 2)))"
         )
     );
     // Constants fold.
@@ -134,16 +126,13 @@ fn literals_and_arithmetic() {
 
 #[test]
 fn strings_and_escapes() {
-    assert_eq!(check("name", "$ == 'bob'"), "self.name.as_str() == \"bob\"");
-    assert_eq!(
-        check("name", r"$ != 'it\'s'"),
-        "self.name.as_str() != \"it's\""
-    );
+    assert_eq!(check("name", "$ == 'bob'"), "vd_f0.as_str() == \"bob\"");
+    assert_eq!(check("name", r"$ != 'it\'s'"), "vd_f0.as_str() != \"it's\"");
     assert_eq!(
         check("name", "$ < '\"q\"'"),
-        "self.name.as_str() < \"\\\"q\\\"\""
+        "vd_f0.as_str() < \"\\\"q\\\"\""
     );
-    assert_eq!(check("name", "'a;b' != $"), "\"a;b\" != self.name.as_str()");
+    assert_eq!(check("name", "'a;b' != $"), "\"a;b\" != vd_f0.as_str()");
 }
 
 #[test]
@@ -164,17 +153,17 @@ fn logic_precedence() {
         c,
         format!("{NUM_AGE} <= 1 && {NUM_AGE} != 3 && {NUM_AGE} >= 0")
     );
-    assert_eq!(check("ok", "!$"), "!self.ok");
-    assert_eq!(check("ok", "!!$"), "self.ok");
-    assert_eq!(check("ok", "$ == false"), "!self.ok");
-    assert_eq!(check("ok", "true != $"), "!self.ok");
+    assert_eq!(check("ok", "!$"), "!*vd_f3");
+    assert_eq!(check("ok", "!!$"), "*vd_f3");
+    assert_eq!(check("ok", "$ == false"), "!*vd_f3");
+    assert_eq!(check("ok", "true != $"), "!*vd_f3");
     assert_eq!(check("ok", "$ || true"), "true");
-    assert_eq!(check("ok", "$ && !false"), "self.ok");
+    assert_eq!(check("ok", "$ && !false"), "*vd_f3");
     assert_eq!(
         check("ok", "$ == ((Age)$ > 3)"),
-        format!("self.ok == ({NUM_AGE} > 3)")
+        format!("*vd_f3 == ({NUM_AGE} > 3)")
     );
-    assert_eq!(check("ok", "((((($)))))"), "self.ok");
+    assert_eq!(check("ok", "((((($)))))"), "*vd_f3");
 }
 
 #[test]
@@ -190,68 +179,68 @@ fn equality_is_looser_than_relations() {
 fn siblings() {
     assert_eq!(
         check("name", "len($) > (Age)$"),
-        format!("::idlgen_runtime::vd::len(&self.name) > {NUM_AGE}")
+        format!("::idlgen_runtime::vd::len(vd_f0) > {NUM_AGE}")
     );
     // hz's Go field names resolve too.
     assert_eq!(
         check("age", "(UserID)$ != $"),
-        format!("::idlgen_runtime::vd::VdNum::vd_i64(&self.user_id) != {NUM_AGE}")
+        format!("::idlgen_runtime::vd::VdNum::vd_i64(vd_f14) != {NUM_AGE}")
     );
     assert_eq!(check("age", "( age )$ > 0"), format!("{NUM_AGE} > 0"));
     assert_eq!(
         check("age", "(kind)$ == 2"),
-        "::idlgen_runtime::vd::VdNum::vd_i64(&self.kind.inner()) == 2"
+        "::idlgen_runtime::vd::VdNum::vd_i64(&vd_f5.inner()) == 2"
     );
     assert_eq!(
         check(
             "age",
             "len((tags)$) + len((ids)$) + len((attrs)$) + len((data)$) > 0"
         ),
-        "::idlgen_runtime::vd::len(&self.tags).wrapping_add(::idlgen_runtime::vd::len(&self.ids)).wrapping_add(::idlgen_runtime::vd::len(&self.attrs)).wrapping_add(::idlgen_runtime::vd::len(&self.data)) > 0"
+        "::idlgen_runtime::vd::len(vd_f6).wrapping_add(::idlgen_runtime::vd::len(vd_f7)).wrapping_add(::idlgen_runtime::vd::len(vd_f8)).wrapping_add(::idlgen_runtime::vd::len(vd_f4)) > 0"
     );
     assert_eq!(
         check("age", "(score)$ >= $"),
-        "::idlgen_runtime::vd::f64_ge(::idlgen_runtime::vd::VdNum::vd_f64(&self.score), ::idlgen_runtime::vd::VdNum::vd_f64(&self.age))"
+        "::idlgen_runtime::vd::f64_ge(::idlgen_runtime::vd::VdNum::vd_f64(vd_f2), ::idlgen_runtime::vd::VdNum::vd_f64(vd_f1))"
     );
 }
 
 #[test]
 fn optional_siblings_are_nil_when_absent() {
-    assert_eq!(check("age", "(o_name)$ == nil"), "self.o_name.is_none()");
-    assert_eq!(check("age", "nil != (o_addr)$"), "self.o_addr.is_some()");
-    assert_eq!(check("age", "!((o_addr)$ != nil)"), "self.o_addr.is_none()");
+    assert_eq!(check("age", "(o_name)$ == nil"), "vd_f10.is_none()");
+    assert_eq!(check("age", "nil != (o_addr)$"), "vd_f13.is_some()");
+    assert_eq!(check("age", "!((o_addr)$ != nil)"), "vd_f13.is_none()");
     assert_eq!(check("age", "nil == nil"), "true");
     assert_eq!(
         check("age", "(o_age)$ > $"),
         format!(
-            "self.o_age.as_ref().is_some_and(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) > {NUM_AGE})"
+            "vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) > {NUM_AGE})"
         )
     );
     // `!=` holds when absent; negating `==` gives the same.
-    let ne = "self.o_name.as_ref().is_none_or(|vd_f10| vd_f10.as_str() != \"x\")";
+    let ne = "vd_f10.as_ref().is_none_or(|vd_v10| vd_v10.as_str() != \"x\")";
     assert_eq!(check("age", "(o_name)$ != 'x'"), ne);
     assert_eq!(check("age", "!((o_name)$ == 'x')"), ne);
     assert_eq!(
         check("age", "(o_age)$ < (o_age)$ + 1"),
-        "self.o_age.as_ref().is_some_and(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) < ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11).wrapping_add(1))"
+        "vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) < ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11).wrapping_add(1))"
     );
     // Types are checked before constants fold.
     assert_eq!(fails("age", "(o_age)$ == (o_name)$ + 0 || true").0, 22);
     assert_eq!(
         check("age", "len((o_name)$) < 3 && mblen((o_name)$) < 2"),
-        "::idlgen_runtime::vd::len(&self.o_name) < 3 && ::idlgen_runtime::vd::mblen(&self.o_name) < 2"
+        "::idlgen_runtime::vd::len(vd_f10) < 3 && ::idlgen_runtime::vd::mblen(vd_f10) < 2"
     );
-    assert_eq!(check("age", "(o_ok)$"), "self.o_ok == Some(true)");
-    assert_eq!(check("age", "!(o_ok)$"), "self.o_ok != Some(true)");
-    assert_eq!(check("age", "(o_ok)$ == false"), "self.o_ok == Some(false)");
-    assert_eq!(check("age", "(o_ok)$ != false"), "self.o_ok != Some(false)");
+    assert_eq!(check("age", "(o_ok)$"), "*vd_f12 == Some(true)");
+    assert_eq!(check("age", "!(o_ok)$"), "*vd_f12 != Some(true)");
+    assert_eq!(check("age", "(o_ok)$ == false"), "*vd_f12 == Some(false)");
+    assert_eq!(check("age", "(o_ok)$ != false"), "*vd_f12 != Some(false)");
     assert_eq!(
         check("age", "(o_ok)$ == (ok)$"),
-        "self.o_ok.as_ref().is_some_and(|vd_f12| *vd_f12 == self.ok)"
+        "vd_f12.as_ref().is_some_and(|vd_v12| *vd_v12 == *vd_f3)"
     );
     assert_eq!(
         check("age", "(o_age)$ == (o_age)$ && (o_name)$ == (name)$"),
-        "self.o_age.as_ref().is_some_and(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) == ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11)) && self.o_name.as_ref().is_some_and(|vd_f10| vd_f10.as_str() == self.name.as_str())"
+        "vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) == ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11)) && vd_f10.as_ref().is_some_and(|vd_v10| vd_v10.as_str() == vd_f0.as_str())"
     );
 }
 
@@ -259,22 +248,17 @@ fn optional_siblings_are_nil_when_absent() {
 fn two_optional_siblings_nest() {
     assert_eq!(
         check("age", "(o_age)$ != len((o_name)$) + (o_age)$"),
-        "self.o_age.as_ref().is_none_or(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) != ::idlgen_runtime::vd::len(&self.o_name).wrapping_add(::idlgen_runtime::vd::VdNum::vd_i64(vd_f11)))"
+        "vd_f11.as_ref().is_none_or(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) != ::idlgen_runtime::vd::len(vd_f10).wrapping_add(::idlgen_runtime::vd::VdNum::vd_i64(vd_v11)))"
     );
     assert_eq!(
         check("age", "regexp('^a', (o_name)$) && in((o_age)$, 1, 2)"),
-        "self.o_name.as_ref().is_some_and(|vd_f10| ::idlgen_runtime::vd::is_match({ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"^a\").expect(\"checked at build time\")); &RE }, vd_f10.as_str())) && self.o_age.as_ref().is_some_and(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) == 1 || ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) == 2)"
+        "vd_f10.as_ref().is_some_and(|vd_v10| ::idlgen_runtime::vd::is_match({ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"^a\").expect(\"checked at build time\")); &RE }, vd_v10.as_str())) && vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) == 1 || ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) == 2)"
     );
-    let all = fields();
-    let o_name = all
-        .iter()
-        .find(|x| x.name == "o_name")
-        .cloned()
-        .expect("o_name");
-    let rule = compile("(o_age)$ > len($) + (o_age)$", &o_name, &all).expect("compiles");
+    let rule = on("o_name", "(o_age)$ > len($) + (o_age)$").expect("compiles");
+    assert_eq!(rule.reads, BTreeSet::from([10, 11]));
     assert_eq!(
         rule.check,
-        "self.o_name.as_ref().is_none_or(|vd_cur| self.o_age.as_ref().is_some_and(|vd_f11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_f11) > ::idlgen_runtime::vd::len(vd_cur).wrapping_add(::idlgen_runtime::vd::VdNum::vd_i64(vd_f11))))"
+        "vd_f10.as_ref().is_none_or(|vd_v10| vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) > ::idlgen_runtime::vd::len(vd_v10).wrapping_add(::idlgen_runtime::vd::VdNum::vd_i64(vd_v11))))"
     );
 }
 
@@ -282,33 +266,33 @@ fn two_optional_siblings_nest() {
 fn optional_current_passes_when_absent() {
     assert_eq!(
         check("o_name", "mblen($) <= 3"),
-        "self.o_name.as_ref().is_none_or(|vd_cur| ::idlgen_runtime::vd::mblen(vd_cur) <= 3)"
+        "vd_f10.as_ref().is_none_or(|vd_v10| ::idlgen_runtime::vd::mblen(vd_v10) <= 3)"
     );
     assert_eq!(
         check("o_age", "$ > 0 && $ != (Age)$"),
         format!(
-            "self.o_age.as_ref().is_none_or(|vd_cur| ::idlgen_runtime::vd::VdNum::vd_i64(vd_cur) > 0 && ::idlgen_runtime::vd::VdNum::vd_i64(vd_cur) != {NUM_AGE})"
+            "vd_f11.as_ref().is_none_or(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) > 0 && ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) != {NUM_AGE})"
         )
     );
     assert_eq!(
         check("o_ok", "$"),
-        "self.o_ok.as_ref().is_none_or(|vd_cur| *vd_cur)"
+        "vd_f12.as_ref().is_none_or(|vd_v12| *vd_v12)"
     );
     assert_eq!(
         check("o_ok", "!$"),
-        "self.o_ok.as_ref().is_none_or(|vd_cur| !*vd_cur)"
+        "vd_f12.as_ref().is_none_or(|vd_v12| !*vd_v12)"
     );
     // A rule that does not read `$` binds nothing.
     assert_eq!(
         check("o_name", "(Age)$ > 3"),
-        format!("self.o_name.is_none() || {NUM_AGE} > 3")
+        format!("vd_f10.is_none() || {NUM_AGE} > 3")
     );
-    assert_eq!(check("o_name", "false"), "self.o_name.is_none()");
+    assert_eq!(check("o_name", "false"), "vd_f10.is_none()");
     assert_eq!(check("o_name", "true || $ == 'a'"), "true");
     // `(Name)$` naming the current field is `$`.
     assert_eq!(
         check("o_name", "(o_name)$ == 'a'"),
-        "self.o_name.as_ref().is_none_or(|vd_cur| vd_cur.as_str() == \"a\")"
+        "vd_f10.as_ref().is_none_or(|vd_v10| vd_v10.as_str() == \"a\")"
     );
 }
 
@@ -316,17 +300,17 @@ fn optional_current_passes_when_absent() {
 fn functions() {
     assert_eq!(
         check("name", "len() > 2"),
-        "::idlgen_runtime::vd::len(&self.name) > 2"
+        "::idlgen_runtime::vd::len(vd_f0) > 2"
     );
     assert_eq!(check("name", "mblen('日本') == 2"), "true");
     assert_eq!(check("name", "len('日本') == 6"), "true");
     assert_eq!(
         check("data", "len($) < 1024"),
-        "::idlgen_runtime::vd::len(&self.data) < 1024"
+        "::idlgen_runtime::vd::len(vd_f4) < 1024"
     );
     assert_eq!(
         check("name", "regexp('^\\w+$')"),
-        "::idlgen_runtime::vd::is_match({ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"^\\\\w+$\").expect(\"checked at build time\")); &RE }, self.name.as_str())"
+        "::idlgen_runtime::vd::is_match({ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"^\\\\w+$\").expect(\"checked at build time\")); &RE }, vd_f0.as_str())"
     );
     assert!(
         check("age", "!regexp('a', (name)$)")
@@ -343,15 +327,15 @@ fn functions() {
     );
     assert_eq!(
         check("name", "in($, 'a', (o_name)$)"),
-        "self.name.as_str() == \"a\" || self.o_name.as_ref().is_some_and(|vd_f10| self.name.as_str() == vd_f10.as_str())"
+        "vd_f0.as_str() == \"a\" || vd_f10.as_ref().is_some_and(|vd_v10| vd_f0.as_str() == vd_v10.as_str())"
     );
     assert_eq!(
         check("score", "in($, 1, 2.5)"),
-        "::idlgen_runtime::vd::f64_eq(::idlgen_runtime::vd::VdNum::vd_f64(&self.score), 1.0) || ::idlgen_runtime::vd::f64_eq(::idlgen_runtime::vd::VdNum::vd_f64(&self.score), 2.5)"
+        "::idlgen_runtime::vd::f64_eq(::idlgen_runtime::vd::VdNum::vd_f64(vd_f2), 1.0) || ::idlgen_runtime::vd::f64_eq(::idlgen_runtime::vd::VdNum::vd_f64(vd_f2), 2.5)"
     );
     assert_eq!(
         check("kind", "in($, 1, 3)"),
-        "::idlgen_runtime::vd::VdNum::vd_i64(&self.kind.inner()) == 1 || ::idlgen_runtime::vd::VdNum::vd_i64(&self.kind.inner()) == 3"
+        "::idlgen_runtime::vd::VdNum::vd_i64(&vd_f5.inner()) == 1 || ::idlgen_runtime::vd::VdNum::vd_i64(&vd_f5.inner()) == 3"
     );
 }
 
@@ -361,17 +345,17 @@ fn violated_is_the_negation() {
     assert_eq!(
         rule.violated,
         format!(
-            "{NUM_AGE} <= 1 || ({NUM_AGE} >= 9 && !::idlgen_runtime::vd::is_match({{ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"1\").expect(\"checked at build time\")); &RE }}, self.name.as_str()))"
+            "{NUM_AGE} <= 1 || ({NUM_AGE} >= 9 && !::idlgen_runtime::vd::is_match({{ static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(|| ::idlgen_runtime::vd::Regex::new(\"1\").expect(\"checked at build time\")); &RE }}, vd_f0.as_str()))"
         )
     );
     let rule = on("o_age", "$ > 1").expect("compiles");
     assert_eq!(
         rule.violated,
-        "self.o_age.as_ref().is_some_and(|vd_cur| ::idlgen_runtime::vd::VdNum::vd_i64(vd_cur) <= 1)"
+        "vd_f11.as_ref().is_some_and(|vd_v11| ::idlgen_runtime::vd::VdNum::vd_i64(vd_v11) <= 1)"
     );
     assert_eq!(
         on("o_age", "(age)$ > 1").expect("compiles").violated,
-        format!("self.o_age.is_some() && {NUM_AGE} <= 1")
+        format!("vd_f11.is_some() && {NUM_AGE} <= 1")
     );
     assert_eq!(on("age", "true").expect("compiles").violated, "false");
 }
@@ -379,15 +363,15 @@ fn violated_is_the_negation() {
 #[test]
 fn messages() {
     let rule = on("name", "@:len($) > 1; msg:'too short'").expect("compiles");
-    assert_eq!(rule.check, "::idlgen_runtime::vd::len(&self.name) > 1");
+    assert_eq!(rule.check, "::idlgen_runtime::vd::len(vd_f0) > 1");
     assert_eq!(rule.message.as_deref(), Some("too short"));
     let rule = on("name", "  msg : 'it\\'s; bad' ;@: $ != ';' ; ").expect("compiles");
     assert_eq!(rule.message.as_deref(), Some("it's; bad"));
-    assert_eq!(rule.check, "self.name.as_str() != \";\"");
+    assert_eq!(rule.check, "vd_f0.as_str() != \";\"");
     let rule = on("name", ":$ != ''").expect("compiles");
     assert_eq!(rule.message, None);
-    assert_eq!(rule.check, "!self.name.as_str().is_empty()");
-    assert_eq!(check("name", "'' == $"), "self.name.as_str().is_empty()");
+    assert_eq!(rule.check, "!vd_f0.as_str().is_empty()");
+    assert_eq!(check("name", "'' == $"), "vd_f0.as_str().is_empty()");
     assert_eq!(
         on("name", "@:$ != ''; msg:''").expect("compiles").message,
         None
@@ -534,18 +518,16 @@ fn unknown_fields() {
     );
     assert_eq!(fails("age", "$ > 1 && len((missing)$) > 0").0, 14);
     let all = vec![
-        f("a_b", "self.a_b", VdType::Int, false),
-        f("ab", "self.ab", VdType::Int, false),
-        f("x", "self.x", VdType::Int, false),
+        f("a_b", VdType::Int, false),
+        f("ab", VdType::Int, false),
+        f("x", VdType::Int, false),
     ];
-    let err = compile("(AB_)$ > 1", &all[2], &all).expect_err("ambiguous");
+    let err = compile("(AB_)$ > 1", &all, 2).expect_err("ambiguous");
     assert_eq!(err.offset, 1);
     // The exact name wins over the Go-style spelling.
-    let rule = compile("(ab)$ > 1", &all[2], &all).expect("exact");
-    assert_eq!(
-        rule.check,
-        "::idlgen_runtime::vd::VdNum::vd_i64(&self.ab) > 1"
-    );
+    let rule = compile("(ab)$ > 1", &all, 2).expect("exact");
+    assert_eq!(rule.check, "::idlgen_runtime::vd::VdNum::vd_i64(vd_f1) > 1");
+    assert_eq!(rule.reads, BTreeSet::from([1]));
 }
 
 #[test]

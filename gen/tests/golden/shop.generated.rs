@@ -8,7 +8,8 @@ impl ::idlgen_runtime::Validate for TrackRequest {
 // in volo_gen::shop
 impl ::idlgen_runtime::Validate for SearchRequest {
     fn validate(&self) -> ::std::result::Result<(), ::idlgen_runtime::Invalid> {
-        if ::idlgen_runtime::vd::mblen(&self.q) < 2 {
+        let Self { q: vd_f0, page: vd_f1, .. } = self;
+        if ::idlgen_runtime::vd::mblen(vd_f0) < 2 {
             return ::std::result::Result::Err(
                 ::idlgen_runtime::Invalid::new(
                     "q",
@@ -17,12 +18,11 @@ impl ::idlgen_runtime::Validate for SearchRequest {
                 ),
             );
         }
-        if self
-            .page
+        if vd_f1
             .as_ref()
-            .is_some_and(|vd_cur| {
-                ::idlgen_runtime::vd::VdNum::vd_i64(vd_cur) < 1
-                    || ::idlgen_runtime::vd::VdNum::vd_i64(vd_cur) > 100
+            .is_some_and(|vd_v1| {
+                ::idlgen_runtime::vd::VdNum::vd_i64(vd_v1) < 1
+                    || ::idlgen_runtime::vd::VdNum::vd_i64(vd_v1) > 100
             })
         {
             return ::std::result::Result::Err(
@@ -855,7 +855,8 @@ impl ::idlgen_runtime::Envelope for SearchResponse {
 // in volo_gen::shop
 impl ::idlgen_runtime::Validate for OrderRequest {
     fn validate(&self) -> ::std::result::Result<(), ::idlgen_runtime::Invalid> {
-        if ::idlgen_runtime::vd::VdNum::vd_i64(&self.shop_id) <= 0 {
+        let Self { shop_id: vd_f0, skus: vd_f1, note: vd_f3, coupon: vd_f4, .. } = self;
+        if ::idlgen_runtime::vd::VdNum::vd_i64(vd_f0) <= 0 {
             return ::std::result::Result::Err(
                 ::idlgen_runtime::Invalid::new(
                     "shop_id",
@@ -864,8 +865,7 @@ impl ::idlgen_runtime::Validate for OrderRequest {
                 ),
             );
         }
-        if ::idlgen_runtime::vd::len(&self.skus) <= 0
-            || ::idlgen_runtime::vd::len(&self.skus) > 10
+        if ::idlgen_runtime::vd::len(vd_f1) <= 0 || ::idlgen_runtime::vd::len(vd_f1) > 10
         {
             return ::std::result::Result::Err(
                 ::idlgen_runtime::Invalid::new(
@@ -879,12 +879,11 @@ impl ::idlgen_runtime::Validate for OrderRequest {
             let v = &self.ship_to;
             ::idlgen_runtime::Validate::validate(v).map_err(|e| e.nested("ship_to"))?;
         }
-        if self
-            .note
+        if vd_f3
             .as_ref()
-            .is_some_and(|vd_cur| {
-                ::idlgen_runtime::vd::len(vd_cur) > 140
-                    && self.coupon.as_ref().is_none_or(|vd_f4| vd_f4.as_str() != "VIP")
+            .is_some_and(|vd_v3| {
+                ::idlgen_runtime::vd::len(vd_v3) > 140
+                    && vd_f4.as_ref().is_none_or(|vd_v4| vd_v4.as_str() != "VIP")
             })
         {
             return ::std::result::Result::Err(
@@ -895,12 +894,9 @@ impl ::idlgen_runtime::Validate for OrderRequest {
                 ),
             );
         }
-        if self
-            .coupon
+        if vd_f4
             .as_ref()
-            .is_some_and(|vd_cur| {
-                vd_cur.as_str() != "WELCOME" && vd_cur.as_str() != "VIP"
-            })
+            .is_some_and(|vd_v4| vd_v4.as_str() != "WELCOME" && vd_v4.as_str() != "VIP")
         {
             return ::std::result::Result::Err(
                 ::idlgen_runtime::Invalid::new(
@@ -971,7 +967,8 @@ impl ::idlgen_runtime::Validate for OutOfStock {
 // in volo_gen::shop
 impl ::idlgen_runtime::Validate for Address {
     fn validate(&self) -> ::std::result::Result<(), ::idlgen_runtime::Invalid> {
-        if ::idlgen_runtime::vd::len(&self.city) <= 0 {
+        let Self { city: vd_f0, zip: vd_f1, .. } = self;
+        if ::idlgen_runtime::vd::len(vd_f0) <= 0 {
             return ::std::result::Result::Err(
                 ::idlgen_runtime::Invalid::new(
                     "city",
@@ -980,10 +977,9 @@ impl ::idlgen_runtime::Validate for Address {
                 ),
             );
         }
-        if self
-            .zip
+        if vd_f1
             .as_ref()
-            .is_some_and(|vd_cur| {
+            .is_some_and(|vd_v1| {
                 !::idlgen_runtime::vd::is_match(
                     {
                         static RE: ::std::sync::LazyLock<::idlgen_runtime::vd::Regex> = ::std::sync::LazyLock::new(||
@@ -993,7 +989,7 @@ impl ::idlgen_runtime::Validate for Address {
                         });
                         &RE
                     },
-                    vd_cur.as_str(),
+                    vd_v1.as_str(),
                 )
             })
         {
