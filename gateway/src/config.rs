@@ -9,6 +9,10 @@ use rpc::{
 
 use crate::{ConnectionLimits, CpuThreshold, HeadLimits, Rate, Rates};
 
+/// The gateway's name as a caller: the `caller` label of RPC metrics, on both sides (it
+/// travels in the TTHeader, as a Kitex client's service name does).
+pub const CALLER_NAME: &str = "gateway";
+
 #[derive(Debug, Clone, clap::Parser)]
 // A flag given twice takes its last value, so wrappers can append overrides.
 #[command(
@@ -95,6 +99,7 @@ impl Config {
     /// The generated clients' options: the seed's retries, our timeouts and etcd.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
+            caller_name: Some(CALLER_NAME.to_owned()),
             etcd: self.etcd.options(),
             rpc_timeout: self.rpc_timeout,
             connect_timeout: self.connect_timeout,

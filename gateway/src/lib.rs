@@ -16,7 +16,8 @@
 //! - [`shedding`]: adaptive load shedding while the CPU is saturated.
 //! - [`server`]: the connection loop (header-read and idle timeouts, a connection bound,
 //!   a shutdown that refuses new connections and answers those in flight).
-//! - [`app`], [`serve`]: the whole service (health, OpenAPI, access log, timeout) and its server.
+//! - [`app`], [`serve`]: the whole service (health, OpenAPI, metrics, access log, timeout) and
+//!   its server.
 
 mod admission;
 mod config;
@@ -108,12 +109,14 @@ pub fn app_with(
     let mut mounter = Mounter::new(shared);
     visit(&mut mounter);
     let mounted = std::mem::take(&mut mounter.mounted);
+    // The gateway's own paths (`GATEWAY_PATHS`, which no IDL route may take).
     let router = Router::new()
         .route("/healthz", routes::with_allow(get(healthz), &[Method::Get]))
         .route(
             "/openapi.json",
             routes::with_allow(get(openapi), &[Method::Get]),
-        );
+        )
+        .route("/metrics", routes::with_allow(get(metrics), &[Method::Get]));
     let router = mounter
         .into_router(router)
         .fallback(not_found)
@@ -163,6 +166,53 @@ async fn healthz() -> Response {
 
 async fn openapi() -> Response {
     reply::json_bytes(StatusCode::OK, rpc::OPENAPI_JSON.as_bytes().to_vec())
+}
+
+/// The Prometheus scrape: `hertz_server_*` of the gateway, `kitex_client_*` of its calls, and
+/// the registry's health as its clients see it.
+async fn metrics() -> Response {
+    let mut response = rpc::volo_etcd::metrics::install().render().into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(rpc::volo_etcd::metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// The route that answered, as the IDL spells its path: the `path` label of the HTTP metrics
+/// (the request's own path would make one series per user id).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoutePath(pub(crate) &'static str);
+
+/// Counts and times one answer under hertz-contrib/monitor-prometheus's names and labels.
+fn record_http(
+    method: &volo_http::http::Method,
+    status: StatusCode,
+    path: &str,
+    took: std::time::Duration,
+) {
+    use metrics::Label;
+    if !rpc::volo_etcd::metrics::enabled() {
+        return;
+    }
+    let labels = vec![
+        Label::new("method", method.as_str().to_owned()),
+        Label::new("statusCode", status.as_str().to_owned()),
+        Label::new("path", path.to_owned()),
+    ];
+    metrics::counter!("hertz_server_throughput", labels.clone()).increment(1);
+    metrics::histogram!("hertz_server_latency_us", labels)
+        .record(rpc::volo_etcd::metrics::micros(took));
+}
+
+/// The `path` label of an answer: its route's, a gateway path's own, else `other` (no route,
+/// or refused before routing).
+fn path_label<'a>(resp: &Response, path: &'a str) -> &'a str {
+    match resp.extensions().get::<RoutePath>() {
+        Some(RoutePath(route)) => route,
+        None if rpc::runtime::GATEWAY_PATHS.contains(&path) => path,
+        None => "other",
+    }
 }
 
 async fn not_found() -> Rejection {
@@ -219,12 +269,14 @@ where
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        let took = start.elapsed();
+        record_http(&method, resp.status(), path_label(&resp, uri.path()), took);
         tracing::info!(
             target: "gateway::access",
             method = %method,
             path = uri.path(),
             status = resp.status().as_u16(),
-            latency_us = start.elapsed().as_micros() as u64,
+            latency_us = took.as_micros() as u64,
             request_id = id.to_str().unwrap_or_default(),
         );
         resp.headers_mut().insert(REQUEST_ID, id);

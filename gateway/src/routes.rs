@@ -25,7 +25,8 @@ use volo_http::{
 };
 
 use crate::{
-    admission::client_ip, jwt::Jwt, limits::Limits, rejection::Rejection, reply, request_id,
+    RoutePath, admission::client_ip, jwt::Jwt, limits::Limits, rejection::Rejection, reply,
+    request_id,
 };
 
 /// The metainfo key the request id travels under (the name Kitex services use).
@@ -130,10 +131,12 @@ impl<E: Endpoint> Service<ServerContext, Request> for RouteService<E> {
     type Error = Infallible;
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
-        Ok(self
+        let mut response = self
             .handle(cx, req)
             .await
-            .unwrap_or_else(IntoResponse::into_response))
+            .unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(RoutePath(E::ROUTE.path));
+        Ok(response)
     }
 }
 

@@ -231,3 +231,63 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
         child.output()
     );
 }
+
+/// `GET path` on a connection of its own; the status line and the body.
+async fn get(addr: &str, path: &str) -> (String, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_count_answers_per_route_under_hertz_names() {
+    let (_child, addr) = start(&[]).await;
+    for path in [
+        "/healthz",
+        "/healthz",
+        "/api/user/42",
+        "/api/user/43",
+        "/nope",
+    ] {
+        get(&addr, path).await;
+    }
+    let (head, body) = get(&addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let count = |path, status| {
+        test_support::prometheus_sample(
+            &body,
+            "hertz_server_throughput",
+            &[("method", "GET"), ("statusCode", status), ("path", path)],
+        )
+    };
+    assert_eq!(count("/healthz", "200"), Some(2.0), "{body}");
+    // One series for the route, not one per user id: no token, so 401 before any call.
+    assert_eq!(count("/api/user/:user_id", "401"), Some(2.0), "{body}");
+    assert_eq!(count("other", "404"), Some(1.0), "{body}");
+    assert_eq!(
+        test_support::prometheus_sample(
+            &body,
+            "hertz_server_latency_us_count",
+            &[
+                ("method", "GET"),
+                ("statusCode", "200"),
+                ("path", "/healthz")
+            ],
+        ),
+        Some(2.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("hertz_server_latency_us_bucket{method=\"GET\",statusCode=\"200\",path=\"/healthz\",le=\"5000\"}"),
+        "Hertz's buckets, in microseconds: {body}"
+    );
+}

@@ -470,10 +470,23 @@ fn placement_error(idl: &Idl, field: &Field, source: runtime::Source) -> Option<
     })
 }
 
-/// Two routes with the same method and path (parameter names do not matter to the router).
+/// Two routes with the same method and path (parameter names do not matter to the router),
+/// or a route on one of the gateway's own paths.
 fn check_duplicates(idl: &Idl, routes: &[Route], diags: &mut Diagnostics) {
     let mut seen: HashMap<(runtime::Method, String), &Route> = HashMap::new();
     for r in routes {
+        if runtime::GATEWAY_PATHS.contains(&r.path.as_str()) {
+            diags.push(Diagnostic {
+                message: format!(
+                    "route {} {}: the gateway serves this path itself ({}); choose another",
+                    r.method.as_str(),
+                    r.path,
+                    runtime::GATEWAY_PATHS.join(", ")
+                ),
+                ..locate_route(idl, r)
+            });
+            continue;
+        }
         let shape: String = r
             .path
             .split('/')

@@ -491,6 +491,8 @@ where
     super::{trait_name}Server::new(handler)
         // The caller's deadline, for handlers to check before expensive work.
         .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
+        // kitex_server_* metrics, once a metrics recorder is installed.
+        .layer_front(::volo_etcd::metrics::ServerMetricsLayer::new(options.service_name.clone()))
         .register_shutdown_hook(move || ::std::boxed::Box::pin(registration.deregister()))
         .run(incoming)
         .await

@@ -167,6 +167,11 @@ use {krate}::{{Config, Handler}};
 async fn main() -> anyhow::Result<()> {{
     let config = Config::parse();
     rpc::runtime::logging::init(config.log_format);
+    if let Some(addr) = config.metrics_listen {{
+        rpc::volo_etcd::metrics::spawn_listener(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {{addr}}"))?;
+    }}
     {module}::{glue}::bind_and_serve(Handler, config.listen, &config.serve_options())
         .await
         .context("{service} stopped with an error")
@@ -234,6 +239,10 @@ pub struct Config {{
     /// Logs as lines for people (`text`) or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics (`GET /metrics`: kitex_server_*, the registry's health) on
+    /// this address; off when unset.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }}
 
 impl Config {{

@@ -55,6 +55,16 @@ fn two_routes_with_the_same_method_and_path() {
 }
 
 #[test]
+fn a_route_on_a_path_of_the_gateway() {
+    assert_eq!(
+        errors("gateway_path"),
+        [
+            "7:37: route GET /metrics: the gateway serves this path itself (/healthz, /openapi.json, /metrics); choose another"
+        ]
+    );
+}
+
+#[test]
 fn path_parameter_with_no_field() {
     assert_eq!(
         errors("path_param_without_field"),

@@ -4,10 +4,10 @@
 //! Layer order (Volo's: outer → Timeout → LoadBalance → inner → transport):
 //!
 //! ```text
-//! RetryLayer ─► volo Timeout (rpc_timeout) ─► LoadBalance (P2cBalance, retry_count) ─► HealthLayer ─► transport
-//!  per-attempt timeout,                        picks the instance; retries transport     records in-flight,
-//!  retry on another instance,                  errors on the next one                   latency, breaker
-//!  whole deadline, budget
+//! ClientMetricsLayer ─► RetryLayer ─► volo Timeout (rpc_timeout) ─► LoadBalance (P2cBalance, retry_count) ─► HealthLayer ─► transport
+//!  kitex_client_*,       per-attempt timeout,                        picks the instance; retries transport     records in-flight,
+//!  once per call         retry on another instance,                  errors on the next one                   latency, breaker
+//!                        whole deadline, budget
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::{
     EtcdDiscover,
     balance::P2cBalance,
     health::{Health, HealthLayer},
+    metrics::ClientMetricsLayer,
     options::ClientOptions,
     retry::{RetryBudget, RetryLayer},
 };
@@ -68,10 +69,15 @@ impl Resilience {
         builder: ClientBuilder<IL, OL, C, Req, Resp, MkT, MkC, LbConfig<LB, DISC>>,
         options: &ClientOptions,
     ) -> Configured<IL, OL, C, Req, Resp, MkT, MkC> {
+        let builder = match &options.caller_name {
+            Some(name) => builder.caller_name(name),
+            None => builder,
+        };
         builder
             .discover(EtcdDiscover::shared(&options.etcd))
             .load_balance(self.balancer())
             .layer_inner(self.health_layer())
+            .layer_outer(ClientMetricsLayer)
             .layer_outer(self.retry_layer())
             .rpc_timeout(Some(options.rpc_timeout))
             .connect_timeout(Some(options.connect_timeout))
@@ -80,10 +86,10 @@ impl Resilience {
 }
 
 /// A client builder as [`configure_client`] leaves it: etcd discovery, [`P2cBalance`], the
-/// health layer inside and the retry layer outside the layers it had.
+/// health layer inside, and the metrics and retry layers outside the layers it had.
 pub type Configured<IL, OL, C, Req, Resp, MkT, MkC> = ClientBuilder<
     Stack<HealthLayer, IL>,
-    Stack<RetryLayer, OL>,
+    Stack<RetryLayer, Stack<ClientMetricsLayer, OL>>,
     C,
     Req,
     Resp,

@@ -35,6 +35,8 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Connection {
     /// As given: prefix, timeouts, credentials for messages.
     options: EtcdOptions,
+    /// Who uses it, for metrics: `registration` or `discovery`.
+    role: &'static str,
     /// What every connect uses, or why the options cannot be used.
     target: Result<Target, Unusable>,
     /// The live client; `None` until first use and after invalidation.
@@ -87,7 +89,8 @@ struct Current {
 }
 
 impl Connection {
-    pub(crate) fn new(options: EtcdOptions) -> Self {
+    /// `role` names the user in metrics: `registration` or `discovery`.
+    pub(crate) fn new(options: EtcdOptions, role: &'static str) -> Self {
         let target = Target::prepare(&options).map_err(|e| match e {
             Error::Tls { reason, .. } => Unusable::Tls(reason),
             Error::InvalidOptions(why) => Unusable::Options(why),
@@ -96,6 +99,7 @@ impl Connection {
         });
         Self {
             options,
+            role,
             target,
             current: Mutex::new(None),
             next_generation: AtomicU64::new(1),
@@ -141,6 +145,9 @@ impl Connection {
             match self.connect(&target.connect, &urls[endpoint]).await {
                 Ok(client) => {
                     let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                    if generation > 1 {
+                        crate::metrics::registry::reconnected(self.role);
+                    }
                     *current = Some(Current {
                         generation,
                         endpoint,
@@ -634,7 +641,7 @@ mod tests {
         let options = opts(&["h:1/x"], false);
         let expected = options.validate().unwrap_err().to_string();
         assert!(expected.contains("host:port"), "{expected}");
-        let conn = Connection::new(options);
+        let conn = Connection::new(options, "test");
         for _ in 0..2 {
             let err = conn.client().await.err().unwrap();
             assert_eq!(err.to_string(), expected);
@@ -646,7 +653,11 @@ mod tests {
     async fn tls_without_the_feature_is_an_error() {
         let options = opts(&["h:1"], true);
         assert!(matches!(options.validate(), Err(Error::Tls { .. })));
-        let err = Connection::new(options).client().await.err().unwrap();
+        let err = Connection::new(options, "test")
+            .client()
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Tls { .. }), "{err}");
     }
 }

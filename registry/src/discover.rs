@@ -130,7 +130,7 @@ impl EtcdDiscover {
         let (alive_tx, alive_rx) = watch::channel(());
         Self {
             inner: Arc::new(Inner {
-                conn: Arc::new(Connection::new(options)),
+                conn: Arc::new(Connection::new(options, "discovery")),
                 services: Mutex::new(HashMap::new()),
                 changes,
                 _keep_open: rx.deactivate(),
@@ -387,6 +387,7 @@ impl WatchTask {
         loop {
             let started = tokio::time::Instant::now();
             let end = self.round(&mut incident).await;
+            crate::metrics::registry::watch_restarted(&self.name);
             self.state.set_failure(Some(end.failure(&self.conn)));
             self.state
                 .snapshot
@@ -557,6 +558,7 @@ impl WatchTask {
         });
         if let Some(prev) = previous {
             tracing::debug!(service = %self.name, instances = next.len(), "instances changed");
+            crate::metrics::registry::instances(&self.name, next.len());
             let _ = self
                 .changes
                 .try_broadcast(change(self.name.clone(), &prev, &next));

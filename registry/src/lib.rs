@@ -20,6 +20,9 @@
 //!   machine), `balance` ([`P2cBalance`]: power of two choices on load, skipping open
 //!   breakers), `retry` ([`RetryLayer`]: per-attempt timeout retried on another instance
 //!   under a [`RetryBudget`]), `client` ([`configure_client`], [`Resilience`]).
+//! - [`metrics`]: Prometheus metrics under Kitex's names (`kitex_server_*`, `kitex_client_*`,
+//!   from [`metrics::ServerMetricsLayer`] and [`metrics::ClientMetricsLayer`]) and the
+//!   registry's health; [`metrics::install`] and [`metrics::serve`] expose them.
 //! - [`record`]: the JSON record and key layout of registry-etcd.
 //! - `serve`: [`ServeError`], what a generated `serve()` (announce + run) returns.
 //! - `cli` (feature `cli`): `EtcdArgs`, the etcd flags of a binary (`--etcd-endpoints`,
@@ -59,6 +62,7 @@ mod connection;
 mod discover;
 mod error;
 mod health;
+pub mod metrics;
 pub mod options;
 pub mod record;
 mod registration;

@@ -183,6 +183,9 @@ impl ServeOptions {
 pub struct ClientOptions {
     /// Name to resolve in etcd; `None` means the IDL service's name.
     pub service_name: Option<String>,
+    /// The caller's own name: sent to the callee in the TTHeader (Kitex's `FROM_SERVICE`) and
+    /// the `caller` label of both sides' metrics; `None` leaves them `unknown`.
+    pub caller_name: Option<String>,
     /// Where the registry lives.
     pub etcd: EtcdOptions,
     /// Whole-call deadline, every attempt included (volo-thrift has none by default). A
@@ -210,6 +213,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             service_name: None,
+            caller_name: None,
             etcd: EtcdOptions::default(),
             rpc_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_millis(50),

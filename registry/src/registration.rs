@@ -92,7 +92,7 @@ pub async fn register(
             "{address} is not routable; register a concrete IP"
         )));
     }
-    let conn = Arc::new(Connection::new(etcd.clone()));
+    let conn = Arc::new(Connection::new(etcd.clone(), "registration"));
     let key = instance_key(&etcd.prefix, service, address);
     let value = InstanceRecord::new(address, options.weight, options.tags.clone()).to_json();
     let ttl_secs = i64::try_from(options.ttl.as_millis().div_ceil(1000))
@@ -101,6 +101,8 @@ pub async fn register(
 
     let mut keeper = Keeper {
         conn,
+        service: service.to_owned(),
+        address: address.to_string(),
         key: key.clone(),
         value,
         requested_ttl: ttl_secs,
@@ -108,6 +110,7 @@ pub async fn register(
     };
     let granted = keeper.first_put().await?;
     tracing::info!(key = %key, ttl_secs = granted.ttl, "registered in etcd");
+    keeper.set_registered(true);
 
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(keeper.run(granted, stop_rx));
@@ -206,6 +209,9 @@ fn ttl_of(granted: &Granted) -> Duration {
 struct Keeper {
     /// Own connection (a registration never shares a client with discovery).
     conn: Arc<Connection>,
+    /// The service and address registered, for metrics.
+    service: String,
+    address: String,
     /// Our key.
     key: String,
     /// Our JSON record.
@@ -217,6 +223,10 @@ struct Keeper {
 }
 
 impl Keeper {
+    fn set_registered(&self, up: bool) {
+        crate::metrics::registry::registered(&self.service, &self.address, up);
+    }
+
     /// Grants a new lease, puts the key with it, and revokes the previous lease (best effort:
     /// the key no longer depends on it).
     async fn put_under_new_lease(&mut self) -> Result<Granted, Failure> {
@@ -296,6 +306,7 @@ impl Keeper {
                     reason
                 }
             };
+            self.set_registered(false);
             let held = started.elapsed() >= ttl_of(&granted);
             if incident.failed(held) {
                 tracing::warn!(key = %self.key, %reason, "etcd registration lost; re-registering");
@@ -328,6 +339,8 @@ impl Keeper {
                             tracing::debug!(key = %self.key, attempts, "registered in etcd again");
                         }
                         granted = g;
+                        self.set_registered(true);
+                        crate::metrics::registry::reregistered(&self.service);
                         break;
                     }
                     Err(e) => {
@@ -388,11 +401,14 @@ impl Keeper {
                     };
                 }
                 _ = tick.tick() => {
+                    let sent = tokio::time::Instant::now();
                     if let Err(e) = keeper.keep_alive().await {
                         return lost(format!("keepalive send failed: {e}"), generation);
                     }
                     match crate::connection::call(answer_timeout, responses.message()).await {
-                        Ok(Some(r)) if r.ttl() > 0 => {}
+                        Ok(Some(r)) if r.ttl() > 0 => {
+                            crate::metrics::registry::keepalive(&self.service, sent.elapsed());
+                        }
                         Ok(Some(_)) => return lost(format!("lease {lease:x} expired"), generation),
                         Ok(None) => return lost("keepalive stream closed".into(), generation),
                         Err(e) => return lost(format!("keepalive failed: {e}"), generation),
@@ -419,6 +435,7 @@ impl Keeper {
 
     /// Ends the task: deregisters when asked to, otherwise leaves the lease to expire.
     async fn stop(self, deregister: bool) {
+        self.set_registered(false);
         if deregister {
             self.deregister().await;
         } else {

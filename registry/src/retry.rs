@@ -73,6 +73,8 @@ pub(crate) struct CallState(Arc<Mutex<CallInner>>);
 struct CallInner {
     tried: Vec<Address>,
     list: Option<Arc<InstanceList>>,
+    /// Timed-out attempts retried on another instance.
+    retries: u32,
 }
 
 impl CallState {
@@ -93,6 +95,15 @@ impl CallState {
 
     pub(crate) fn set_list(&self, list: Arc<InstanceList>) {
         self.lock().list = Some(list);
+    }
+
+    fn note_retry(&self) {
+        self.lock().retries += 1;
+    }
+
+    /// How many timed-out attempts the call retried (the `retry` label of its metrics).
+    pub(crate) fn retries(&self) -> u32 {
+        self.lock().retries
     }
 
     /// Whether an untried instance would take a call; true when unknown (another balancer).
@@ -260,6 +271,7 @@ impl<S> RetryService<S> {
                         "attempt timed out; retrying on another instance"
                     );
                     attempts += 1;
+                    call.note_retry();
                     // Let the balancer pick again.
                     cx.rpc_info_mut().callee_mut().address = None;
                 }

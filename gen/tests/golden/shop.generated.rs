@@ -58,6 +58,11 @@ pub mod shop_service {
             .into_parts();
         super::ShopServiceServer::new(handler)
             .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
+            .layer_front(
+                ::volo_etcd::metrics::ServerMetricsLayer::new(
+                    options.service_name.clone(),
+                ),
+            )
             .register_shutdown_hook(move || {
                 ::std::boxed::Box::pin(registration.deregister())
             })
@@ -679,6 +684,11 @@ pub mod account_service {
             .into_parts();
         super::AccountServiceServer::new(handler)
             .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
+            .layer_front(
+                ::volo_etcd::metrics::ServerMetricsLayer::new(
+                    options.service_name.clone(),
+                ),
+            )
             .register_shutdown_hook(move || {
                 ::std::boxed::Box::pin(registration.deregister())
             })

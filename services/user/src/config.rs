@@ -53,6 +53,10 @@ pub struct Config {
     /// Logs as lines for people (`text`) or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics (`GET /metrics`: kitex_server_*, the registry's health) on
+    /// this address; off when unset.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {

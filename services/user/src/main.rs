@@ -20,6 +20,11 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        rpc::volo_etcd::metrics::spawn_listener(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    }
     let store = Store::open(&config.database_url).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -400,3 +400,140 @@ async fn the_callers_deadline_reaches_the_handler() {
         .unwrap_or_else(|| panic!("no deadline in the call's span:\n{out}"));
     assert!((1..=2500).contains(&deadline_ms), "{deadline_ms}");
 }
+
+#[tokio::test]
+async fn metrics_count_calls_under_kitex_names_on_both_sides() {
+    use rpc::{
+        music::service::user::{CreateUserRequest, GetUserRequest, user_service},
+        volo_etcd::{ClientOptions, EtcdOptions, metrics},
+    };
+    use test_support::{prometheus_sample, raw_get, wait_until};
+
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scrape_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let scrape_flag = scrape_addr.to_string();
+    let (svc, key) = registered_user_service(
+        &etcd,
+        &["--metrics-listen", &scrape_flag, "--lease-ttl", "1s"],
+        dir.path(),
+    )
+    .await;
+    let address = key.rsplit('/').next().unwrap().to_owned();
+    // The client's side is recorded in this process.
+    let here = metrics::install();
+    let client = user_service::client(&ClientOptions {
+        caller_name: Some("metrics-test".into()),
+        etcd: EtcdOptions::with_endpoints([etcd.endpoint()]),
+        ..ClientOptions::default()
+    });
+    let created = client
+        .create_user(CreateUserRequest {
+            username: "counted".into(),
+            password: "secret1".into(),
+        })
+        .await
+        .expect("CreateUser answers");
+    for _ in 0..3 {
+        client
+            .get_user(GetUserRequest {
+                user_id: created.user_id.expect("a new user's id"),
+            })
+            .await
+            .expect("GetUser answers");
+    }
+
+    let call = |method| {
+        [
+            ("caller", "metrics-test"),
+            ("callee", "service.music.user"),
+            ("method", method),
+            ("status", "succeed"),
+            ("retry", "0"),
+        ]
+    };
+    let scrape = || async {
+        let answer = raw_get(scrape_addr, "/metrics").await.unwrap_or_default();
+        answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let served = scrape().await;
+    let sample = |text: &str, name, labels: &[(&str, &str)]| prometheus_sample(text, name, labels);
+    assert_eq!(
+        sample(&served, "kitex_server_throughput", &call("GetUser")),
+        Some(3.0),
+        "{served}\n{}",
+        svc.output()
+    );
+    assert_eq!(
+        sample(&served, "kitex_server_throughput", &call("CreateUser")),
+        Some(1.0),
+        "{served}"
+    );
+    assert_eq!(
+        sample(&served, "kitex_server_latency_us_count", &call("GetUser")),
+        Some(3.0),
+        "{served}"
+    );
+    let mut bucket = call("GetUser").to_vec();
+    bucket.push(("le", "1000000"));
+    assert_eq!(
+        sample(&served, "kitex_server_latency_us_bucket", &bucket),
+        Some(3.0),
+        "Kitex's buckets, in microseconds: {served}"
+    );
+    assert_eq!(
+        sample(
+            &served,
+            "volo_etcd_registered",
+            &[("service", "service.music.user"), ("address", &address)]
+        ),
+        Some(1.0),
+        "{served}"
+    );
+    // A lease of 1 s is kept alive every 300 ms.
+    let kept_alive = wait_until(Duration::from_secs(10), || async {
+        let text = scrape().await;
+        sample(
+            &text,
+            "volo_etcd_keepalive_latency_us_count",
+            &[("service", "service.music.user")],
+        )
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(kept_alive, "no keepalive recorded: {}", scrape().await);
+
+    let calling = here.render();
+    assert_eq!(
+        sample(&calling, "kitex_client_throughput", &call("GetUser")),
+        Some(3.0),
+        "{calling}"
+    );
+    assert_eq!(
+        sample(
+            &calling,
+            "kitex_client_latency_us_count",
+            &call("CreateUser")
+        ),
+        Some(1.0),
+        "{calling}"
+    );
+    // Other tests of this binary watch the same service name in their own etcd: the gauge
+    // is there, its value theirs or ours.
+    assert!(
+        sample(
+            &calling,
+            "volo_etcd_instances",
+            &[("service", "service.music.user")]
+        )
+        .is_some(),
+        "{calling}"
+    );
+
+    let elsewhere = raw_get(scrape_addr, "/other").await.unwrap_or_default();
+    assert!(elsewhere.contains(" 404 "), "{elsewhere}");
+}

@@ -19,6 +19,7 @@
 //! - [`Postgres`] (module `postgres`): a throwaway PostgreSQL server on a free loopback port.
 //! - [`ChildProcess`] (module `process`): a child process killed (SIGKILL) and reaped on drop.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping and hoping.
+//! - [`prometheus_sample`]: one sample of a Prometheus text exposition (a `/metrics` scrape).
 //!
 //! Only 127.0.0.1 is used, and only processes started here are ever killed, by their handle.
 
@@ -57,4 +58,35 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition, whatever the order
+/// of its labels; `None` when no sample has exactly those labels.
+pub fn prometheus_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, mut rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let mut got = Vec::new();
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"")?;
+                let end = after.find('"')?;
+                got.push((key.to_string(), after[..end].to_string()));
+                rest = after[end + 1..].trim_start_matches(',');
+            }
+            got.sort();
+            (got == want).then(|| value.parse().ok()).flatten()
+        })
 }

@@ -1,0 +1,371 @@
+//! Prometheus metrics under the names Go dashboards already query: kitex-contrib/
+//! monitor-prometheus's for RPCs, hertz-contrib/monitor-prometheus's for HTTP (the gateway
+//! records those), and the registry's own health, which no Go peer exports.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kitex_server_throughput`, `kitex_server_latency_us` | counter, histogram (µs) | caller, callee, method, status, retry |
+//! | `kitex_client_throughput`, `kitex_client_latency_us` | counter, histogram (µs) | caller, callee, method, status, retry |
+//! | `volo_etcd_instances` | gauge | service: instances a client's balancer knows |
+//! | `volo_etcd_registered` | gauge | service, address: 1 registered, 0 re-registering |
+//! | `volo_etcd_reregistrations_total` | counter | service |
+//! | `volo_etcd_reconnects_total` | counter | role (`registration`, `discovery`) |
+//! | `volo_etcd_watch_restarts_total` | counter | service |
+//! | `volo_etcd_keepalive_latency_us` | histogram (µs) | service |
+//!
+//! Every `*_latency_us` histogram has Kitex's and Hertz's buckets, [`LATENCY_BUCKETS_US`]. The
+//! RPC labels are Kitex's: `status` is `succeed` or `error` (the call failed: an exception or a
+//! transport error; a business code in `BaseResp` is a success), `retry` the timed-out attempts
+//! retried on another instance, `caller` the client's name (`ClientOptions::caller_name`,
+//! which travels in the TTHeader) or `unknown`.
+//!
+//! Everything is recorded through the `metrics` facade, and nothing is recorded until
+//! [`install`] sets the Prometheus recorder: a process without metrics skips the work.
+
+use std::{
+    convert::Infallible,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::Label;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use volo::{FastStr, Layer, Service, context::Context};
+use volo_thrift::context::ClientContext;
+
+use crate::retry::CallState;
+
+/// The histogram buckets of every `*_latency_us` metric, in microseconds: those of Kitex's and
+/// Hertz's Prometheus tracers, so that their dashboards' quantiles read the same.
+pub const LATENCY_BUCKETS_US: &[f64] = &[
+    5_000.0,
+    10_000.0,
+    25_000.0,
+    50_000.0,
+    100_000.0,
+    250_000.0,
+    500_000.0,
+    1_000_000.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Whether [`install`] ran: recording is skipped until then.
+pub fn enabled() -> bool {
+    HANDLE.get().is_some()
+}
+
+/// Sets the process's Prometheus recorder, once; later calls return the same handle. Its
+/// [`PrometheusHandle::render`] is the text a scrape gets ([`serve`] serves it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            // The only error is an empty bucket list.
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Suffix("_latency_us".into()), LATENCY_BUCKETS_US)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+            }
+            // Histogram samples wait in a buffer until a scrape or an upkeep folds them into
+            // the buckets; without a scraper, only this keeps the buffer from growing.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| tracing::warn!("no metrics upkeep thread: {e}"))
+                .ok();
+            handle
+        })
+        .clone()
+}
+
+/// Binds `addr` and serves `GET /metrics` there in the background ([`serve`]): what a
+/// service's `--metrics-listen` does. Returns the address bound.
+pub async fn spawn_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener));
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(bound)
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends, [`install`]ing the recorder:
+/// a service's `--metrics-listen`. Other paths answer 404, other methods 405.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    let handle = install();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::warn!("metrics listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let answer = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = scrape(&req, &handle);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), answer);
+            if let Err(e) = connection.await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+/// The answer to one request of the metrics listener.
+fn scrape<B>(req: &Request<B>, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, handle.render()),
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into()),
+        _ => (StatusCode::NOT_FOUND, "metrics are at /metrics\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
+/// The Prometheus text format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Which end of a call a record is for.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// One finished call, under Kitex's names and labels.
+fn record_call(side: Side, info: CallInfo<'_>, ok: bool, retries: u32, took: Duration) {
+    let (throughput, latency) = match side {
+        Side::Server => ("kitex_server_throughput", "kitex_server_latency_us"),
+        Side::Client => ("kitex_client_throughput", "kitex_client_latency_us"),
+    };
+    let known = |name: &str| {
+        if name.is_empty() {
+            "unknown".to_owned()
+        } else {
+            name.to_owned()
+        }
+    };
+    let labels = vec![
+        Label::new("caller", known(info.caller)),
+        Label::new("callee", known(info.callee)),
+        Label::new("method", known(info.method)),
+        Label::new("status", if ok { "succeed" } else { "error" }),
+        Label::new("retry", retries.to_string()),
+    ];
+    metrics::counter!(throughput, labels.clone()).increment(1);
+    metrics::histogram!(latency, labels).record(micros(took));
+}
+
+/// A duration in microseconds, the unit of every `*_latency_us` histogram.
+pub fn micros(took: Duration) -> f64 {
+    took.as_secs_f64() * 1e6
+}
+
+/// The names a call is recorded under.
+#[derive(Clone, Copy, Debug)]
+struct CallInfo<'a> {
+    caller: &'a str,
+    callee: &'a str,
+    method: &'a str,
+}
+
+/// Records every call a volo-thrift server answers (`kitex_server_*`); `callee` is the name
+/// the service registers under. Add it with `layer_front`, so that decoding is inside the
+/// time measured, as in Kitex (from the request read to the answer).
+#[derive(Clone, Debug)]
+pub struct ServerMetricsLayer {
+    callee: FastStr,
+}
+
+impl ServerMetricsLayer {
+    pub fn new(callee: impl Into<FastStr>) -> Self {
+        Self {
+            callee: callee.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ServerMetricsLayer {
+    type Service = ServerMetrics<S>;
+
+    fn layer(self, inner: S) -> ServerMetrics<S> {
+        ServerMetrics {
+            inner,
+            callee: self.callee,
+        }
+    }
+}
+
+/// The service [`ServerMetricsLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ServerMetrics<S> {
+    inner: S,
+    callee: FastStr,
+}
+
+impl<Cx, Req, S> Service<Cx, Req> for ServerMetrics<S>
+where
+    Cx: Context + Send,
+    Req: Send,
+    S: Service<Cx, Req> + Sync,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    async fn call(&self, cx: &mut Cx, req: Req) -> Result<S::Response, S::Error> {
+        if !enabled() {
+            return self.inner.call(cx, req).await;
+        }
+        let started = Instant::now();
+        let result = self.inner.call(cx, req).await;
+        let info = cx.rpc_info();
+        let call = CallInfo {
+            caller: info.caller().service_name_ref(),
+            callee: &self.callee,
+            method: info.method(),
+        };
+        record_call(Side::Server, call, result.is_ok(), 0, started.elapsed());
+        result
+    }
+}
+
+/// Records every call of a volo-thrift client (`kitex_client_*`), once per call with its
+/// retries counted. [`configure_client`](crate::configure_client) adds it outside the retry
+/// layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientMetricsLayer;
+
+impl<S> Layer<S> for ClientMetricsLayer {
+    type Service = ClientMetrics<S>;
+
+    fn layer(self, inner: S) -> ClientMetrics<S> {
+        ClientMetrics { inner }
+    }
+}
+
+/// The service [`ClientMetricsLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ClientMetrics<S> {
+    inner: S,
+}
+
+impl<Req, S> Service<ClientContext, Req> for ClientMetrics<S>
+where
+    Req: Send,
+    S: Service<ClientContext, Req> + Sync,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+
+    async fn call(&self, cx: &mut ClientContext, req: Req) -> Result<S::Response, S::Error> {
+        if !enabled() {
+            return self.inner.call(cx, req).await;
+        }
+        let started = Instant::now();
+        let result = self.inner.call(cx, req).await;
+        let info = cx.rpc_info();
+        let retries = info
+            .callee()
+            .get::<CallState>()
+            .map_or(0, CallState::retries);
+        let call = CallInfo {
+            caller: info.caller().service_name_ref(),
+            callee: info.callee().service_name_ref(),
+            method: info.method(),
+        };
+        record_call(
+            Side::Client,
+            call,
+            result.is_ok(),
+            retries,
+            started.elapsed(),
+        );
+        result
+    }
+}
+
+/// The registry's health: what the registration and discovery tasks record.
+pub(crate) mod registry {
+    use std::time::Duration;
+
+    use metrics::Label;
+
+    use super::{enabled, micros};
+
+    fn service(name: &str) -> Vec<Label> {
+        vec![Label::new("service", name.to_owned())]
+    }
+
+    /// The instances a client's balancer knows for `name`.
+    pub(crate) fn instances(name: &str, known: usize) {
+        if enabled() {
+            metrics::gauge!("volo_etcd_instances", service(name)).set(known as f64);
+        }
+    }
+
+    /// Whether `address` is registered for `name` (0 while re-registering, and once
+    /// deregistered).
+    pub(crate) fn registered(name: &str, address: &str, up: bool) {
+        if enabled() {
+            let mut labels = service(name);
+            labels.push(Label::new("address", address.to_owned()));
+            metrics::gauge!("volo_etcd_registered", labels).set(if up { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// A lost registration of `name` put back.
+    pub(crate) fn reregistered(name: &str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_reregistrations_total", service(name)).increment(1);
+        }
+    }
+
+    /// The answer time of one lease keepalive of `name`'s registration.
+    pub(crate) fn keepalive(name: &str, took: Duration) {
+        if enabled() {
+            metrics::histogram!("volo_etcd_keepalive_latency_us", service(name))
+                .record(micros(took));
+        }
+    }
+
+    /// A new etcd connection after the first, by a registration or a discoverer.
+    pub(crate) fn reconnected(role: &'static str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_reconnects_total", vec![Label::new("role", role)])
+                .increment(1);
+        }
+    }
+
+    /// `name`'s list+watch ended and starts again.
+    pub(crate) fn watch_restarted(name: &str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_watch_restarts_total", service(name)).increment(1);
+        }
+    }
+}
