@@ -19,8 +19,8 @@ apt_install() {
 }
 
 # protoc (etcd-client's build needs it), etcd 3.4+ (tests and the local stack run it), the
-# PostgreSQL server binaries (tests start their own throwaway server with them), and Apache
-# Thrift's compiler and Python library (the interoperability test's client).
+# PostgreSQL server binaries (tests start their own throwaway server with them), Apache
+# Thrift's compiler and Python library (the interoperability test's client), and Prometheus.
 ensure_tools() {
     local missing=()
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
@@ -34,6 +34,12 @@ ensure_tools() {
     if [ ${#missing[@]} -gt 0 ]; then
         echo "==> installing ${missing[*]}"
         apt_install "${missing[@]}"
+    fi
+    # A real Prometheus scrapes the stack in a test (and beside scripts/dev --prometheus);
+    # its recommended node exporter is not needed.
+    if ! command -v prometheus >/dev/null; then
+        echo "==> installing prometheus"
+        apt_install --no-install-recommends prometheus
     fi
 }
 
@@ -59,9 +65,10 @@ print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
 # the service, which deregisters, then etcd).
 start_dev_stack() { # DIR
     local dir=$1 ports deadline=$((SECONDS + 300))
-    read -r -a ports < <(free_ports 4)
+    read -r -a ports < <(free_ports 5)
     DATA_DIR=$dir ETCD_CLIENT_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} \
-        USER_PORT=${ports[2]} GATEWAY_PORT=${ports[3]} scripts/dev >"$dir/dev.out" 2>&1 &
+        USER_PORT=${ports[2]} GATEWAY_PORT=${ports[3]} USER_METRICS_PORT=${ports[4]} \
+        scripts/dev >"$dir/dev.out" 2>&1 &
     DEV_PID=$!
     GATEWAY_URL="http://127.0.0.1:${ports[3]}"
     until grep -q "Ctrl-C stops it." "$dir/dev.out" 2>/dev/null; do

@@ -90,9 +90,21 @@ pub struct Config {
     /// Logs as lines for people (`text`) or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Prometheus metrics at `GET /metrics` (`on`), or none recorded or served (`off`).
+    #[arg(long, env = "METRICS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub metrics: bool,
     /// Print the mounted routes and exit.
     #[arg(long)]
     pub print_routes: bool,
+}
+
+/// `on` or `off`.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}`: expected `on` or `off`")),
+    }
 }
 
 impl Config {

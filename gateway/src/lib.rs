@@ -170,13 +170,15 @@ async fn openapi() -> Response {
 
 /// The Prometheus scrape: `hertz_server_*` of the gateway, `kitex_client_*` of its calls, and
 /// the registry's health as its clients see it.
-async fn metrics() -> Response {
-    let mut response = rpc::volo_etcd::metrics::install().render().into_response();
+async fn metrics() -> Result<Response, Rejection> {
+    // Off (`--metrics off`), or a gateway built into another program that did not install.
+    let handle = rpc::volo_etcd::metrics::handle().ok_or(Rejection::NoRoute)?;
+    let mut response = handle.render().into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(rpc::volo_etcd::metrics::CONTENT_TYPE),
     );
-    response
+    Ok(response)
 }
 
 /// The route that answered, as the IDL spells its path: the `path` label of the HTTP metrics

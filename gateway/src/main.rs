@@ -14,8 +14,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     rpc::runtime::logging::init(config.log_format);
-    // Recording starts now; GET /metrics shows it.
-    rpc::volo_etcd::metrics::install();
+    if config.metrics {
+        // Recording starts now; GET /metrics shows it.
+        rpc::volo_etcd::metrics::install();
+    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

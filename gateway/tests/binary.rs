@@ -291,3 +291,12 @@ async fn metrics_count_answers_per_route_under_hertz_names() {
         "Hertz's buckets, in microseconds: {body}"
     );
 }
+
+#[tokio::test]
+async fn metrics_off_records_and_serves_none() {
+    let (_child, addr) = start(&["--metrics", "off"]).await;
+    get(&addr, "/healthz").await;
+    let (head, body) = get(&addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}\n{body}");
+    assert!(!body.contains("hertz_"), "{body}");
+}

@@ -147,6 +147,8 @@ impl Connection {
                     let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                     if generation > 1 {
                         crate::metrics::registry::reconnected(self.role);
+                    } else {
+                        crate::metrics::registry::connecting(self.role);
                     }
                     *current = Some(Current {
                         generation,

@@ -383,6 +383,7 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(mut self) {
+        crate::metrics::registry::watching(&self.name);
         let mut incident = Incident::new();
         loop {
             let started = tokio::time::Instant::now();

@@ -58,6 +58,11 @@ pub fn enabled() -> bool {
     HANDLE.get().is_some()
 }
 
+/// The recorder's handle, if [`install`] ran.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned()
+}
+
 /// Sets the process's Prometheus recorder, once; later calls return the same handle. Its
 /// [`PrometheusHandle::render`] is the text a scrape gets ([`serve`] serves it).
 pub fn install() -> PrometheusHandle {
@@ -73,6 +78,7 @@ pub fn install() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed: /metrics stays empty");
             }
+            describe();
             // Histogram samples wait in a buffer until a scrape or an upkeep folds them into
             // the buckets; without a scraper, only this keeps the buffer from growing.
             let upkeep = handle.clone();
@@ -99,6 +105,51 @@ pub async fn spawn_listener(addr: std::net::SocketAddr) -> std::io::Result<std::
     tokio::spawn(serve(listener));
     tracing::info!("metrics on http://{bound}/metrics");
     Ok(bound)
+}
+
+/// The `# HELP` line of every metric.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    for side in ["server", "client"] {
+        let (throughput, latency) = match side {
+            "server" => ("kitex_server_throughput", "kitex_server_latency_us"),
+            _ => ("kitex_client_throughput", "kitex_client_latency_us"),
+        };
+        describe_counter!(
+            throughput,
+            format!("RPCs finished by the {side}, failed ones included.")
+        );
+        describe_histogram!(
+            latency,
+            Unit::Microseconds,
+            format!("Time the {side} spent on an RPC, in microseconds.")
+        );
+    }
+    describe_gauge!(
+        "volo_etcd_instances",
+        "Instances a client's balancer knows for a service."
+    );
+    describe_gauge!(
+        "volo_etcd_registered",
+        "1 while this instance's key is in etcd, 0 while it is being put back and once deregistered."
+    );
+    describe_counter!(
+        "volo_etcd_reregistrations_total",
+        "Registrations lost (lease expired, key deleted, etcd unreachable) and put back."
+    );
+    describe_counter!(
+        "volo_etcd_reconnects_total",
+        "New connections to etcd after the first, by registration or discovery."
+    );
+    describe_counter!(
+        "volo_etcd_watch_restarts_total",
+        "Times a client's list and watch of a service ended and began again."
+    );
+    describe_histogram!(
+        "volo_etcd_keepalive_latency_us",
+        Unit::Microseconds,
+        "Time etcd took to answer a lease keepalive, in microseconds."
+    );
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends, [`install`]ing the recorder:
@@ -339,6 +390,14 @@ pub(crate) mod registry {
         }
     }
 
+    /// A registration of `name` began: its counters exist from now, at 0, so that a
+    /// dashboard's rate shows 0 rather than no data.
+    pub(crate) fn registering(name: &str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_reregistrations_total", service(name)).increment(0);
+        }
+    }
+
     /// A lost registration of `name` put back.
     pub(crate) fn reregistered(name: &str) {
         if enabled() {
@@ -354,11 +413,26 @@ pub(crate) mod registry {
         }
     }
 
+    /// A connection for `role` was made: its counter exists from now, at 0.
+    pub(crate) fn connecting(role: &'static str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_reconnects_total", vec![Label::new("role", role)])
+                .increment(0);
+        }
+    }
+
     /// A new etcd connection after the first, by a registration or a discoverer.
     pub(crate) fn reconnected(role: &'static str) {
         if enabled() {
             metrics::counter!("volo_etcd_reconnects_total", vec![Label::new("role", role)])
                 .increment(1);
+        }
+    }
+
+    /// A client began to watch `name`: its counter exists from now, at 0.
+    pub(crate) fn watching(name: &str) {
+        if enabled() {
+            metrics::counter!("volo_etcd_watch_restarts_total", service(name)).increment(0);
         }
     }
 

@@ -111,6 +111,7 @@ pub async fn register(
     let granted = keeper.first_put().await?;
     tracing::info!(key = %key, ttl_secs = granted.ttl, "registered in etcd");
     keeper.set_registered(true);
+    crate::metrics::registry::registering(service);
 
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(keeper.run(granted, stop_rx));

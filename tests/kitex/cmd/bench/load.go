@@ -185,3 +185,28 @@ func login(baseURL string) (token string, id int64, err error) {
 	}
 	return token, id, nil
 }
+
+// scrapeEverySecond GETs each URL once a second, as a Prometheus scraping them would, until
+// the returned function is called. The scrapes run on the load CPUs, like the driver.
+func scrapeEverySecond(urls ...string) (stop func()) {
+	done := make(chan struct{})
+	client := &http.Client{Timeout: 5 * time.Second}
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				for _, url := range urls {
+					if resp, err := client.Get(url); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						_ = resp.Body.Close()
+					}
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}

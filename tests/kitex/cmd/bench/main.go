@@ -15,9 +15,11 @@
 //     under kitexclient; then each behind its own gateway, HTTP in;
 //  3. propagation: a new instance's first request and a stopped one's last, through our
 //     discoverer (volo-etcd's example) and through Kitex's resolver (kitexclient);
-//  4. scale: 1000 instances against our discoverer (volo-etcd's example).
+//  4. scale: 1000 instances against our discoverer (volo-etcd's example);
+//  5. observability: the cost of our metrics: the Rust stack (gateway and service on the
+//     server CPUs) with metrics recorded and served, against the same stack with them off.
 //
-// In each round of phases 1 and 2 both systems run back to back, each after its own warm-up,
+// In each round of phases 1, 2 and 5 both sides run back to back, each after its own warm-up,
 // the first of them alternating; figures are medians over rounds, ratios the median of the
 // per-round ratios.
 package main
@@ -84,7 +86,7 @@ func main() {
 	flag.BoolVar(&cfg.quick, "quick", false, "a smoke run: 1 round of 3 s, few propagation rounds, 200 instances")
 	flag.StringVar(&cfg.serverCPUs, "server-cpus", "0", "CPUs for the servers under test (taskset list); run the driver on the others")
 	flag.StringVar(&cfg.backendCPUs, "backend-cpus", "", "CPUs for the gateways' shared user service (taskset list); empty: the server CPUs")
-	flag.StringVar(&cfg.phases, "phases", "gateways,rpc,propagation,scale", "phases to run, comma-separated")
+	flag.StringVar(&cfg.phases, "phases", "gateways,rpc,propagation,scale,observability", "phases to run, comma-separated")
 	flag.StringVar(&cfg.rustBin, "rust-bin", "target/release", "directory of the Rust release binaries")
 	flag.StringVar(&cfg.goBin, "go-bin", "target/bench/bin", "directory of the Go commands (userservice, gateway, kitexclient)")
 	flag.IntVar(&cfg.propagationRounds, "propagation-rounds", 100, "propagation rounds through our discoverer")
@@ -168,6 +170,7 @@ func run(cfg config) error {
 		{"rpc", b.rpcAndStackPhase}, // and the whole stack, which shares its services
 		{"propagation", b.propagationPhase},
 		{"scale", b.scalePhase},
+		{"observability", b.observabilityPhase},
 	}
 	chosen := strings.Split(cfg.phases, ",")
 	for _, p := range phases {
@@ -315,6 +318,58 @@ func (b *bench) rpcAndStackPhase() error {
 	return b.rounds(comparisons)
 }
 
+// observabilityPhase: two Rust stacks (each on its own etcd and SQLite file), one with
+// metrics on (the gateway's /metrics, the service's --metrics-listen, scraped once a second
+// by the driver, as a Prometheus would) and one with them off, on GET /api/user/:user_id.
+func (b *bench) observabilityPhase() error {
+	type stack struct {
+		service, gateway *proc
+		url, token       string
+		id               int64
+	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	start := func(name string, service, gateway []string) (s stack, err error) {
+		e, err := b.ps.startEtcd("etcd-"+name, "")
+		if err != nil {
+			return s, err
+		}
+		if s.service, _, err = b.rustService(name+"-service", b.cfg.serverCPUs, e, service...); err != nil {
+			return s, err
+		}
+		if s.gateway, s.url, err = b.rustGateway(name+"-gateway", e, gateway...); err != nil {
+			return s, err
+		}
+		if err := register(s.url); err != nil {
+			return s, err
+		}
+		s.token, s.id, err = login(s.url)
+		return s, err
+	}
+	on, err := start("metrics-on", []string{"--metrics-listen", metricsAddr}, nil)
+	if err != nil {
+		return err
+	}
+	off, err := start("metrics-off", nil, []string{"--metrics", "off"})
+	if err != nil {
+		return err
+	}
+	stopScraping := scrapeEverySecond(on.url+"/metrics", "http://"+metricsAddr+"/metrics")
+	defer stopScraping()
+	get := func(s stack) httpRequest {
+		return httpRequest{method: "GET", path: fmt.Sprintf("/api/user/%d", s.id), token: s.token}
+	}
+	return b.rounds([]*comparison{
+		{key: "metrics_cost", title: "Observability: the Rust stack with metrics on (scraped every second) vs off, GET /api/user/:user_id",
+			sides: [2]*side{
+				{name: "metrics on", servers: []*proc{on.gateway, on.service}, load: b.wrk(on.url, get(on))},
+				{name: "metrics off", servers: []*proc{off.gateway, off.service}, load: b.wrk(off.url, get(off))},
+			}},
+	})
+}
+
 // rounds runs every comparison once per round, then records them.
 func (b *bench) rounds(comparisons []*comparison) error {
 	for round := 0; round < b.cfg.rounds; round++ {
@@ -417,13 +472,14 @@ func rss(p *proc) float64 {
 }
 
 // rustService starts our user service on cpus with a fresh SQLite file, registered in e.
-func (b *bench) rustService(name, cpus string, e *etcd) (*proc, string, error) {
+func (b *bench) rustService(name, cpus string, e *etcd, extra ...string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := b.ps.start(name, cpus, b.rustBin("user-service"), "--listen", addr,
-		"--etcd-endpoints", e.endpoint, "--database-url", "sqlite://"+filepath.Join(b.ps.dir, name+".db"))
+	args := append([]string{"--listen", addr, "--etcd-endpoints", e.endpoint,
+		"--database-url", "sqlite://" + filepath.Join(b.ps.dir, name+".db")}, extra...)
+	p, err := b.ps.start(name, cpus, b.rustBin("user-service"), args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -448,18 +504,19 @@ func (b *bench) kitexService(name string, e *etcd) (*proc, string, error) {
 // jwtSecret is the benchmark's token secret (both gateways need 32 bytes or more).
 var jwtSecret = strings.Repeat("bench-secret-", 3)
 
-// rustGateway starts our gateway on the server CPUs, discovering through e.
-func (b *bench) rustGateway(name string, e *etcd) (*proc, string, error) {
+// rustGateway starts our gateway on the server CPUs, discovering through e; extra are more
+// flags.
+func (b *bench) rustGateway(name string, e *etcd, extra ...string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	// Hertz has no log-in limits and no load shedding: ours are off, so that both gateways
 	// do the same work (a closed loop at full load would otherwise be partly refused).
-	p, err := b.ps.start(name, b.cfg.serverCPUs, b.rustBin("gateway"), "--listen", addr,
-		"--etcd-endpoints", e.endpoint, "--jwt-secret", jwtSecret,
-		"--login-rate-limit-per-ip", "off", "--login-rate-limit-per-account", "off",
-		"--shed-cpu-threshold", "off")
+	args := append([]string{"--listen", addr, "--etcd-endpoints", e.endpoint,
+		"--jwt-secret", jwtSecret, "--login-rate-limit-per-ip", "off",
+		"--login-rate-limit-per-account", "off", "--shed-cpu-threshold", "off"}, extra...)
+	p, err := b.ps.start(name, b.cfg.serverCPUs, b.rustBin("gateway"), args...)
 	if err != nil {
 		return nil, "", err
 	}

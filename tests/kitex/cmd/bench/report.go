@@ -230,6 +230,7 @@ func (r *report) keys() [][2]any {
 	gw, okGW := r.comparison("gateway_get")
 	rpc, okRPC := r.comparison("rpc_get")
 	stack, okStack := r.comparison("stack_get")
+	cost, okCost := r.comparison("metrics_cost")
 	ours, okOurs := r.propagation["ours"]
 	kitex, okKitex := r.propagation["kitex"]
 	sc := r.scale
@@ -242,6 +243,7 @@ func (r *report) keys() [][2]any {
 		{"rpc_vs_kitex_rps", num(okRPC, rpc.RatioRPS)},
 		{"rpc_vs_kitex_p99", num(okRPC, rpc.RatioP99)},
 		{"stack_vs_go_stack_rps", num(okStack, stack.RatioRPS)},
+		{"metrics_on_vs_off_rps", num(okCost, cost.RatioRPS)},
 		{"propagation_p99_ms", num(okOurs, ours.RegisterFirst.P99)},
 		{"kitex_propagation_p99_ms", num(okKitex, kitex.RegisterFirst.P99)},
 		{"deregister_p99_ms", num(okOurs, ours.DeregisterLast.P99)},
