@@ -348,11 +348,11 @@ func (b *bench) observabilityPhase() error {
 		s.token, s.id, err = login(s.url)
 		return s, err
 	}
-	on, err := start("metrics-on", []string{"--metrics-listen", metricsAddr}, nil)
+	off, err := start("metrics-off", nil, []string{"--metrics", "off"})
 	if err != nil {
 		return err
 	}
-	off, err := start("metrics-off", nil, []string{"--metrics", "off"})
+	on, err := start("metrics-on", []string{"--metrics-listen", metricsAddr}, nil)
 	if err != nil {
 		return err
 	}
