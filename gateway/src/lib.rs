@@ -45,7 +45,7 @@ use volo_http::{
 };
 
 use rejection::Rejection;
-use rpc::runtime::Method;
+use rpc::{runtime::Method, volo_etcd::metrics::Throughput};
 
 pub use admission::HeadLimits;
 pub use config::{Config, Secret, parse_size};
@@ -128,7 +128,14 @@ pub fn app_with(
         limits,
         shedder: shedding::Shedder::new(config.shed_cpu_threshold),
     };
-    (AccessLog { inner: admission }, mounted)
+    let access_log = AccessLog {
+        inner: admission,
+        metrics: Arc::new(Throughput::new(
+            "hertz_server_throughput",
+            "hertz_server_latency_us",
+        )),
+    };
+    (access_log, mounted)
 }
 
 /// `METHOD path -> Service.Method [auth]`, one line per route.
@@ -186,34 +193,27 @@ async fn metrics() -> Result<Response, Rejection> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RoutePath(pub(crate) &'static str);
 
-/// Counts and times one answer under hertz-contrib/monitor-prometheus's names and labels.
-fn record_http(
-    method: &volo_http::http::Method,
-    status: StatusCode,
-    path: &str,
-    took: std::time::Duration,
-) {
-    use metrics::Label;
-    if !rpc::volo_etcd::metrics::enabled() {
-        return;
-    }
-    let labels = vec![
-        Label::new("method", method.as_str().to_owned()),
-        Label::new("statusCode", status.as_str().to_owned()),
-        Label::new("path", path.to_owned()),
-    ];
-    metrics::counter!("hertz_server_throughput", labels.clone()).increment(1);
-    metrics::histogram!("hertz_server_latency_us", labels)
-        .record(rpc::volo_etcd::metrics::micros(took));
+/// An answer's labels under hertz-contrib/monitor-prometheus's names: method, status, path.
+type HttpKey = (volo_http::http::Method, StatusCode, &'static str);
+
+fn http_labels((method, status, path): &HttpKey) -> Vec<metrics::Label> {
+    vec![
+        metrics::Label::new("method", method.as_str().to_owned()),
+        metrics::Label::new("statusCode", status.as_str().to_owned()),
+        metrics::Label::new("path", *path),
+    ]
 }
 
 /// The `path` label of an answer: its route's, a gateway path's own, else `other` (no route,
 /// or refused before routing).
-fn path_label<'a>(resp: &Response, path: &'a str) -> &'a str {
+fn path_label(resp: &Response, path: &str) -> &'static str {
     match resp.extensions().get::<RoutePath>() {
         Some(RoutePath(route)) => route,
-        None if rpc::runtime::GATEWAY_PATHS.contains(&path) => path,
-        None => "other",
+        None => rpc::runtime::GATEWAY_PATHS
+            .iter()
+            .find(|own| **own == path)
+            .copied()
+            .unwrap_or("other"),
     }
 }
 
@@ -235,10 +235,11 @@ fn on_panic(
     Ok(Rejection::Internal.into_response())
 }
 
-/// Gives each request an id and logs one line per request.
+/// Gives each request an id, logs one line per request and counts it in the HTTP metrics.
 #[derive(Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    metrics: Arc<Throughput<HttpKey>>,
 }
 
 impl<S> Service<ServerContext, Request> for AccessLog<S>
@@ -272,7 +273,10 @@ where
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let took = start.elapsed();
-        record_http(&method, resp.status(), path_label(&resp, uri.path()), took);
+        if rpc::volo_etcd::metrics::enabled() {
+            let key = (method.clone(), resp.status(), path_label(&resp, uri.path()));
+            self.metrics.record(key, http_labels, took);
+        }
         tracing::info!(
             target: "gateway::access",
             method = %method,

@@ -23,15 +23,17 @@
 //! [`install`] sets the Prometheus recorder: a process without metrics skips the work.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
-    sync::OnceLock,
+    hash::Hash,
+    sync::{Arc, OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics::Label;
+use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use volo::{FastStr, Layer, Service, context::Context};
 use volo_thrift::context::ClientContext;
@@ -110,11 +112,18 @@ pub async fn spawn_listener(addr: std::net::SocketAddr) -> std::io::Result<std::
 /// The `# HELP` line of every metric.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    for side in ["server", "client"] {
-        let (throughput, latency) = match side {
-            "server" => ("kitex_server_throughput", "kitex_server_latency_us"),
-            _ => ("kitex_client_throughput", "kitex_client_latency_us"),
-        };
+    for (side, throughput, latency) in [
+        (
+            "server",
+            "kitex_server_throughput",
+            "kitex_server_latency_us",
+        ),
+        (
+            "client",
+            "kitex_client_throughput",
+            "kitex_client_latency_us",
+        ),
+    ] {
         describe_counter!(
             throughput,
             format!("RPCs finished by the {side}, failed ones included.")
@@ -202,48 +211,82 @@ fn scrape<B>(req: &Request<B>, handle: &PrometheusHandle) -> Response<Full<Bytes
 /// The Prometheus text format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Which end of a call a record is for.
-#[derive(Clone, Copy, Debug)]
-enum Side {
-    Server,
-    Client,
+/// A counter of answers and a histogram of their latency under the same labels, with the
+/// handles of each label set kept after its first use: building the labels and looking up
+/// the series cost about 0.9 µs a call, a kept handle about 40 ns.
+#[derive(Debug)]
+pub struct Throughput<K> {
+    count: &'static str,
+    latency: &'static str,
+    series: RwLock<HashMap<K, (Counter, Histogram)>>,
 }
 
-/// One finished call, under Kitex's names and labels.
-fn record_call(side: Side, info: CallInfo<'_>, ok: bool, retries: u32, took: Duration) {
-    let (throughput, latency) = match side {
-        Side::Server => ("kitex_server_throughput", "kitex_server_latency_us"),
-        Side::Client => ("kitex_client_throughput", "kitex_client_latency_us"),
-    };
-    let known = |name: &str| {
-        if name.is_empty() {
-            "unknown".to_owned()
-        } else {
-            name.to_owned()
+impl<K: Hash + Eq> Throughput<K> {
+    /// `count` and `latency` (µs) are the metrics' names.
+    pub fn new(count: &'static str, latency: &'static str) -> Self {
+        Self {
+            count,
+            latency,
+            series: RwLock::default(),
         }
+    }
+
+    /// Counts one answer that took `took`, under the labels `labels` gives for `key` (asked
+    /// only the first time `key` is seen).
+    pub fn record(&self, key: K, labels: impl FnOnce(&K) -> Vec<Label>, took: Duration) {
+        let known = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let (count, latency) = match known {
+            Some(handles) => handles,
+            None => {
+                let labels = labels(&key);
+                let handles = (
+                    metrics::counter!(self.count, labels.clone()),
+                    metrics::histogram!(self.latency, labels),
+                );
+                self.series
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, handles.clone());
+                handles
+            }
+        };
+        count.increment(1);
+        latency.record(micros(took));
+    }
+}
+
+/// An RPC's labels: caller, callee, method, whether it succeeded, its retries.
+type CallKey = (FastStr, FastStr, FastStr, bool, u32);
+
+/// One finished call, under Kitex's names and labels.
+fn record_call(series: &Throughput<CallKey>, key: CallKey, took: Duration) {
+    let labels = |(caller, callee, method, ok, retries): &CallKey| {
+        let known = |name: &FastStr| {
+            if name.is_empty() {
+                "unknown".to_owned()
+            } else {
+                name.to_string()
+            }
+        };
+        vec![
+            Label::new("caller", known(caller)),
+            Label::new("callee", known(callee)),
+            Label::new("method", known(method)),
+            Label::new("status", if *ok { "succeed" } else { "error" }),
+            Label::new("retry", retries.to_string()),
+        ]
     };
-    let labels = vec![
-        Label::new("caller", known(info.caller)),
-        Label::new("callee", known(info.callee)),
-        Label::new("method", known(info.method)),
-        Label::new("status", if ok { "succeed" } else { "error" }),
-        Label::new("retry", retries.to_string()),
-    ];
-    metrics::counter!(throughput, labels.clone()).increment(1);
-    metrics::histogram!(latency, labels).record(micros(took));
+    series.record(key, labels, took);
 }
 
 /// A duration in microseconds, the unit of every `*_latency_us` histogram.
 pub fn micros(took: Duration) -> f64 {
     took.as_secs_f64() * 1e6
-}
-
-/// The names a call is recorded under.
-#[derive(Clone, Copy, Debug)]
-struct CallInfo<'a> {
-    caller: &'a str,
-    callee: &'a str,
-    method: &'a str,
 }
 
 /// Records every call a volo-thrift server answers (`kitex_server_*`); `callee` is the name
@@ -269,6 +312,10 @@ impl<S> Layer<S> for ServerMetricsLayer {
         ServerMetrics {
             inner,
             callee: self.callee,
+            series: Arc::new(Throughput::new(
+                "kitex_server_throughput",
+                "kitex_server_latency_us",
+            )),
         }
     }
 }
@@ -278,6 +325,7 @@ impl<S> Layer<S> for ServerMetricsLayer {
 pub struct ServerMetrics<S> {
     inner: S,
     callee: FastStr,
+    series: Arc<Throughput<CallKey>>,
 }
 
 impl<Cx, Req, S> Service<Cx, Req> for ServerMetrics<S>
@@ -296,12 +344,14 @@ where
         let started = Instant::now();
         let result = self.inner.call(cx, req).await;
         let info = cx.rpc_info();
-        let call = CallInfo {
-            caller: info.caller().service_name_ref(),
-            callee: &self.callee,
-            method: info.method(),
-        };
-        record_call(Side::Server, call, result.is_ok(), 0, started.elapsed());
+        let key = (
+            info.caller().service_name(),
+            self.callee.clone(),
+            info.method().clone(),
+            result.is_ok(),
+            0,
+        );
+        record_call(&self.series, key, started.elapsed());
         result
     }
 }
@@ -316,7 +366,13 @@ impl<S> Layer<S> for ClientMetricsLayer {
     type Service = ClientMetrics<S>;
 
     fn layer(self, inner: S) -> ClientMetrics<S> {
-        ClientMetrics { inner }
+        ClientMetrics {
+            inner,
+            series: Arc::new(Throughput::new(
+                "kitex_client_throughput",
+                "kitex_client_latency_us",
+            )),
+        }
     }
 }
 
@@ -324,6 +380,7 @@ impl<S> Layer<S> for ClientMetricsLayer {
 #[derive(Clone, Debug)]
 pub struct ClientMetrics<S> {
     inner: S,
+    series: Arc<Throughput<CallKey>>,
 }
 
 impl<Req, S> Service<ClientContext, Req> for ClientMetrics<S>
@@ -345,18 +402,14 @@ where
             .callee()
             .get::<CallState>()
             .map_or(0, CallState::retries);
-        let call = CallInfo {
-            caller: info.caller().service_name_ref(),
-            callee: info.callee().service_name_ref(),
-            method: info.method(),
-        };
-        record_call(
-            Side::Client,
-            call,
+        let key = (
+            info.caller().service_name(),
+            info.callee().service_name(),
+            info.method().clone(),
             result.is_ok(),
             retries,
-            started.elapsed(),
         );
+        record_call(&self.series, key, started.elapsed());
         result
     }
 }
