@@ -214,12 +214,20 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A counter of answers and a histogram of their latency under the same labels, with the
 /// handles of each label set kept after its first use: building the labels and looking up
 /// the series cost about 0.9 µs a call, a kept handle about 40 ns.
+///
+/// Some label values come from the wire (a server's `caller` and `method`), so the label sets
+/// are bounded: past [`MAX_SERIES`], answers under a new one are not recorded (logged once),
+/// and a client cannot grow the process's memory without end.
 #[derive(Debug)]
 pub struct Throughput<K> {
     count: &'static str,
     latency: &'static str,
     series: RwLock<HashMap<K, (Counter, Histogram)>>,
+    full: std::sync::Once,
 }
+
+/// The most label sets one [`Throughput`] records.
+pub const MAX_SERIES: usize = 1000;
 
 impl<K: Hash + Eq> Throughput<K> {
     /// `count` and `latency` (µs) are the metrics' names.
@@ -228,6 +236,7 @@ impl<K: Hash + Eq> Throughput<K> {
             count,
             latency,
             series: RwLock::default(),
+            full: std::sync::Once::new(),
         }
     }
 
@@ -243,15 +252,22 @@ impl<K: Hash + Eq> Throughput<K> {
         let (count, latency) = match known {
             Some(handles) => handles,
             None => {
+                let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+                if series.len() >= MAX_SERIES {
+                    self.full.call_once(|| {
+                        tracing::warn!(
+                            metric = self.count,
+                            "{MAX_SERIES} label sets recorded; answers under new ones are not"
+                        );
+                    });
+                    return;
+                }
                 let labels = labels(&key);
                 let handles = (
                     metrics::counter!(self.count, labels.clone()),
                     metrics::histogram!(self.latency, labels),
                 );
-                self.series
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, handles.clone());
+                series.insert(key, handles.clone());
                 handles
             }
         };
@@ -494,5 +510,24 @@ pub(crate) mod registry {
         if enabled() {
             metrics::counter!("volo_etcd_watch_restarts_total", service(name)).increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_sets_are_bounded_and_their_labels_built_once() {
+        let answers = Throughput::new("test_total", "test_latency_us");
+        for i in 0..MAX_SERIES + 10 {
+            answers.record(i, |i| vec![Label::new("i", i.to_string())], Duration::ZERO);
+        }
+        assert_eq!(answers.series.read().unwrap().len(), MAX_SERIES);
+        answers.record(
+            0,
+            |_| -> Vec<Label> { unreachable!("a known label set's labels are not built again") },
+            Duration::ZERO,
+        );
     }
 }
