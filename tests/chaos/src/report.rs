@@ -80,7 +80,7 @@ pub fn markdown(header: &Header, outcomes: &[Outcome]) -> String {
          fault, 20 ms) that comes after the last failed request. Calls to replica b: Thrift \
          messages the gateway sent towards b, counted by the proxy in front of it; stopped = \
          from the point after which no second has more than 5% of the rate before the fault \
-         or 3 calls, if more (a half-open breaker's probes), resumed = a second with at least half that rate (or a quarter of the load's rate, \
+         or 3 calls, if more (a half-open breaker's probes), resumed = a second with at least half that rate (or a tenth of the load's rate, \
          if less).\n\n## Details\n",
     );
     for o in outcomes {
