@@ -2,10 +2,7 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
-use rpc::{
-    runtime::logging::LogFormat,
-    volo_etcd::{ClientOptions, EtcdArgs},
-};
+use rpc::volo_etcd::{ClientOptions, EtcdArgs, TelemetryArgs};
 
 use crate::{ConnectionLimits, CpuThreshold, HeadLimits, Rate, Rates};
 
@@ -87,9 +84,9 @@ pub struct Config {
     /// After SIGTERM, how long requests in flight get to finish.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// How it logs and traces: --log-format (text or json), --otlp-endpoint.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Prometheus metrics at `GET /metrics` (`on`), or none recorded or served (`off`).
     #[arg(long, env = "METRICS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub metrics: bool,

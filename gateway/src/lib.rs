@@ -31,10 +31,14 @@ pub mod shedding;
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
+use opentelemetry::trace::TraceContextExt as _;
+use rpc::volo_etcd::telemetry::{self, TRACEPARENT, TRACESTATE, TraceContext};
+use tracing::{Instrument as _, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use volo::Service;
 use volo_http::{
     context::ServerContext,
-    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    http::{self, HeaderValue, StatusCode, header::CONTENT_TYPE},
     request::Request,
     response::Response,
     server::{
@@ -48,7 +52,7 @@ use rejection::Rejection;
 use rpc::{runtime::Method, volo_etcd::metrics::Throughput};
 
 pub use admission::HeadLimits;
-pub use config::{Config, Secret, parse_size};
+pub use config::{CALLER_NAME, Config, Secret, parse_size};
 pub use jwt::{Jwt, KeyError};
 pub use limits::{Rate, Rates};
 pub use routes::Mounter;
@@ -59,6 +63,10 @@ pub use shedding::CpuThreshold;
 /// [`AccessLog`] puts it in the request's own `x-request-id` header, where handlers read it
 /// ([`request_id`]), and echoes it in the response.
 const REQUEST_ID: &str = "x-request-id";
+
+/// The trace id of every answer (32 hex digits): the client's `traceparent` continued, or a
+/// new trace.
+const TRACE_ID: &str = "x-trace-id";
 
 /// The id of the request with these headers (set by [`AccessLog`]), for log lines.
 pub fn request_id(headers: &volo_http::http::HeaderMap) -> &str {
@@ -264,7 +272,17 @@ where
         };
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let mut resp = match self.inner.call(cx, req).await {
+        let span = request_span(&req, &id);
+        let incoming = req.headers().get(TRACEPARENT).and_then(|parent| {
+            let state = req.headers().get(TRACESTATE);
+            TraceContext::parse(parent.to_str().ok()?, state.and_then(|s| s.to_str().ok()))
+        });
+        let trace = telemetry::continue_trace(&span, "server", incoming);
+        let trace_id = trace.trace_id();
+        let mut resp = match telemetry::scope(trace, self.inner.call(cx, req))
+            .instrument(span.clone())
+            .await
+        {
             Ok(r) => r,
             Err(never) => match never {},
         };
@@ -273,9 +291,13 @@ where
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let took = start.elapsed();
+        let route = path_label(&resp, uri.path());
         if rpc::volo_etcd::metrics::enabled() {
-            let key = (method.clone(), resp.status(), path_label(&resp, uri.path()));
+            let key = (method.clone(), resp.status(), route);
             self.metrics.record(key, http_labels, took);
+        }
+        if !span.is_disabled() && telemetry::exporting() {
+            end_request_span(&span, &method, route, resp.status());
         }
         tracing::info!(
             target: "gateway::access",
@@ -284,9 +306,50 @@ where
             status = resp.status().as_u16(),
             latency_us = took.as_micros() as u64,
             request_id = id.to_str().unwrap_or_default(),
+            trace_id,
         );
         resp.headers_mut().insert(REQUEST_ID, id);
+        if let Ok(trace_id) = HeaderValue::try_from(trace_id) {
+            resp.headers_mut().insert(TRACE_ID, trace_id);
+        }
         Ok(resp)
+    }
+}
+
+/// The span of one request: its log lines carry the request id and trace id; exporting, it is
+/// the trace's HTTP server span. The gateway's own paths (health probes, scrapes) get none.
+fn request_span(req: &Request, id: &HeaderValue) -> Span {
+    if rpc::runtime::GATEWAY_PATHS.contains(&req.uri().path()) {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        trace_id = Empty,
+        otel.kind = Empty,
+        otel.status_code = Empty,
+    );
+    if telemetry::exporting() {
+        span.set_attribute("http.request.method", req.method().as_str().to_owned());
+        span.set_attribute("url.path", req.uri().path().to_owned());
+    }
+    span
+}
+
+/// Names the exported server span after its route (OpenTelemetry's `{method} {route}`), once
+/// routing has told the route, and marks a 5xx answer as an error.
+fn end_request_span(span: &Span, method: &http::Method, route: &str, status: StatusCode) {
+    let cx = span.context();
+    let otel = cx.span();
+    if route == "other" {
+        otel.update_name(method.as_str().to_owned());
+    } else {
+        otel.update_name(format!("{method} {route}"));
+        span.set_attribute("http.route", route.to_owned());
+    }
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
     }
 }
 

@@ -13,7 +13,15 @@ async fn main() -> ExitCode {
         print!("{}", gateway::describe_routes(rpc::ROUTES));
         return ExitCode::SUCCESS;
     }
-    rpc::runtime::logging::init(config.log_format);
+    // Kept until the end: dropping it sends the spans still queued.
+    let _telemetry =
+        match rpc::volo_etcd::telemetry::init(&config.telemetry.options(gateway::CALLER_NAME)) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     if config.metrics {
         // Recording starts now; GET /metrics shows it.
         rpc::volo_etcd::metrics::install();

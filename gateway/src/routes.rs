@@ -4,8 +4,11 @@ use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync:
 
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use metainfo::{Forward as _, METAINFO};
-use rpc::runtime::{
-    Endpoint, Envelope, Method, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
+use rpc::{
+    runtime::{
+        Endpoint, Envelope, Method, Query, RequestParts, RouteSpec, RouteVisitor, Source, Validate,
+    },
+    volo_etcd::telemetry::{self, REQUEST_ID},
 };
 use serde::Serialize;
 use volo::Service;
@@ -28,9 +31,6 @@ use crate::{
     RoutePath, admission::client_ip, jwt::Jwt, limits::Limits, rejection::Rejection, reply,
     request_id,
 };
-
-/// The metainfo key the request id travels under (the name Kitex services use).
-const RPC_REQUEST_ID: &str = "REQUEST_ID";
 
 /// What every route handler shares, built once at start.
 pub(crate) struct Shared {
@@ -169,8 +169,13 @@ impl<E: Endpoint> RouteService<E> {
             headers: &parts.headers,
             body: &body,
         };
-        let request = E::bind(&http_parts).map_err(Rejection::invalid)?;
-        request.validate()?;
+        let request = telemetry::span_if_exporting(|| tracing::info_span!("bind")).in_scope(
+            || -> Result<_, Rejection> {
+                let request = E::bind(&http_parts).map_err(Rejection::invalid)?;
+                request.validate()?;
+                Ok(request)
+            },
+        )?;
         if route.issue_token.is_some()
             && let Some(account) = account(route, &http_parts)
         {
@@ -181,7 +186,7 @@ impl<E: Endpoint> RouteService<E> {
         let _ = METAINFO.try_with(|metainfo| {
             metainfo
                 .borrow_mut()
-                .set_transient(RPC_REQUEST_ID, request_id.to_owned())
+                .set_transient(REQUEST_ID, request_id.to_owned())
         });
         let response = E::call(&self.client, request).await.map_err(|e| {
             tracing::error!(

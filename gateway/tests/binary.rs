@@ -7,6 +7,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use volo_http::http::Method;
 
 fn gateway() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
@@ -160,6 +161,72 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
             .is_some_and(|m| m.starts_with("gateway serving on"))),
         "{lines:?}"
     );
+}
+
+/// A caller's `traceparent` is continued: its trace id comes back in `x-trace-id` and the
+/// request's log lines carry it. Without one, or with a malformed one, a new trace starts.
+#[tokio::test]
+async fn trace_ids_continue_the_callers_trace_or_start_one() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (child, addr) = start(&["--log-format", "json"]).await;
+    let http = test_support::Http::new(addr.parse().unwrap());
+    let login = |traceparent: Option<&'static str>| {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(traceparent.map(|t| ("traceparent", t)));
+        let http = &http;
+        async move {
+            let body = br#"{"username":"tracer","password":"password-1"}"#.to_vec();
+            let answer = http
+                .send(Method::POST, "/api/user/login", &headers, Some(body))
+                .await;
+            let trace_id = answer
+                .headers
+                .get("x-trace-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (answer, trace_id.expect("an x-trace-id header"))
+        }
+    };
+
+    let (continued, trace_id) = login(Some(PARENT)).await;
+    assert_eq!(trace_id, TRACE_ID);
+    // No service is registered: the gateway logs the failed call inside the request's span.
+    let logged = wait_until(Duration::from_secs(5), || {
+        let out = child.output();
+        async move { out.contains("rpc failed") }
+    })
+    .await;
+    assert!(logged, "no error line: {}", child.output());
+    let out = child.output();
+    let failed: serde_json::Value = out
+        .lines()
+        .find(|l| l.contains("rpc failed"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(failed["span"]["trace_id"], TRACE_ID, "{failed}");
+    assert_eq!(
+        failed["span"]["request_id"].as_str(),
+        continued.request_id.as_deref(),
+        "{failed}"
+    );
+
+    let (_, first) = login(None).await;
+    let (_, second) = login(None).await;
+    let (_, malformed) = login(Some(
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+    ))
+    .await;
+    for id in [&first, &second, &malformed] {
+        assert!(
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{id}"
+        );
+        assert_ne!(id, TRACE_ID);
+    }
+    assert_ne!(first, second);
 }
 
 #[tokio::test]

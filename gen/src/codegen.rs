@@ -493,6 +493,8 @@ where
         .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
         // kitex_server_* metrics, once a metrics recorder is installed.
         .layer_front(::volo_etcd::metrics::ServerMetricsLayer::new(options.service_name.clone()))
+        // Each call's span (method, request id, trace id), continuing the caller's trace.
+        .layer_front(::volo_etcd::telemetry::ServerTraceLayer::new(options.service_name.clone()))
         .register_shutdown_hook(move || ::std::boxed::Box::pin(registration.deregister()))
         .run(incoming)
         .await

@@ -166,7 +166,9 @@ use {krate}::{{Config, Handler}};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {{
     let config = Config::parse();
-    rpc::runtime::logging::init(config.log_format);
+    // Kept until the end: dropping it sends the spans still queued.
+    let _telemetry = rpc::volo_etcd::telemetry::init(&config.telemetry.options(&config.service_name))
+        .context("cannot set up logging")?;
     if let Some(addr) = config.metrics_listen {{
         rpc::volo_etcd::metrics::spawn_listener(addr)
             .await
@@ -207,10 +209,7 @@ fn config_rs(idl: &Idl, svc: &Service) -> String {
 
 use std::{{net::SocketAddr, time::Duration}};
 
-use rpc::{{
-    runtime::logging::LogFormat,
-    volo_etcd::{{EtcdArgs, RegisterOptions, ServeOptions}},
-}};
+use rpc::volo_etcd::{{EtcdArgs, RegisterOptions, ServeOptions, TelemetryArgs}};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves {service} over Thrift, registered in etcd")]
@@ -236,9 +235,9 @@ pub struct Config {{
     /// resolver refreshes every 5 s). Callers built on volo-etcd watch and need none.
     #[arg(long, env = "DEREGISTER_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
     pub deregister_linger: Duration,
-    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// How it logs and traces: --log-format (text or json), --otlp-endpoint.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Serve Prometheus metrics (`GET /metrics`: kitex_server_*, the registry's health) on
     /// this address; off when unset.
     #[arg(long, env = "METRICS_LISTEN")]

@@ -1,4 +1,5 @@
-//! [`EtcdArgs`]: the etcd flags of a binary, each with an environment variable (feature `cli`).
+//! [`EtcdArgs`]: the etcd flags of a binary, and [`TelemetryArgs`]: its logging and tracing
+//! flags, each with an environment variable (feature `cli`).
 //!
 //! ```
 //! #[derive(clap::Parser)]
@@ -13,7 +14,10 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use crate::options::{Credentials, DEFAULT_PREFIX, EtcdOptions, TlsOptions};
+use crate::{
+    options::{Credentials, DEFAULT_PREFIX, EtcdOptions, TlsOptions},
+    telemetry::{LogFormat, TelemetryOptions},
+};
 
 /// How to reach etcd, from flags or environment variables; [`EtcdArgs::options`] turns it into
 /// [`EtcdOptions`]. Meant for `#[command(flatten)]` into a binary's own `clap::Parser`.
@@ -153,6 +157,37 @@ impl fmt::Debug for EtcdArgs {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .finish()
+    }
+}
+
+/// How a binary logs and traces, from flags or environment variables; [`TelemetryArgs::options`]
+/// turns it into [`TelemetryOptions`] for [`crate::telemetry::init`].
+///
+/// | flag | env | default |
+/// |---|---|---|
+/// | `--log-format` | `LOG_FORMAT` | `text` (or `json`) |
+/// | `--otlp-endpoint` | `OTEL_EXPORTER_OTLP_ENDPOINT` | no export |
+#[derive(clap::Args, Clone, Debug)]
+#[command(about = None, long_about = None)]
+pub struct TelemetryArgs {
+    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Export spans to this OTLP/HTTP receiver (e.g. http://127.0.0.1:4318; they go to
+    /// /v1/traces under it). Unset: nothing is exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryArgs {
+    /// The options these flags describe, for a binary whose spans carry `service_name`.
+    pub fn options(&self, service_name: &str) -> TelemetryOptions {
+        TelemetryOptions {
+            log_format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            service_name: service_name.to_owned(),
+        }
     }
 }
 

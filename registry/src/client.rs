@@ -4,10 +4,10 @@
 //! Layer order (Volo's: outer → Timeout → LoadBalance → inner → transport):
 //!
 //! ```text
-//! ClientMetricsLayer ─► RetryLayer ─► volo Timeout (rpc_timeout) ─► LoadBalance (P2cBalance, retry_count) ─► HealthLayer ─► transport
-//!  kitex_client_*,       per-attempt timeout,                        picks the instance; retries transport     records in-flight,
-//!  once per call         retry on another instance,                  errors on the next one                   latency, breaker
-//!                        whole deadline, budget
+//! ClientTraceLayer ─► ClientMetricsLayer ─► RetryLayer ─► volo Timeout (rpc_timeout) ─► LoadBalance (P2cBalance, retry_count) ─► HealthLayer ─► transport
+//!  traceparent out,    kitex_client_*,       per-attempt timeout,                        picks the instance; retries transport     records in-flight,
+//!  client span         once per call         retry on another instance,                  errors on the next one                   latency, breaker
+//!                                            whole deadline, budget
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::{
     metrics::ClientMetricsLayer,
     options::ClientOptions,
     retry::{RetryBudget, RetryLayer},
+    telemetry::ClientTraceLayer,
 };
 
 /// The shared parts of one client: its [`Health`] (read by the balancer, written by the
@@ -77,6 +78,7 @@ impl Resilience {
             .discover(EtcdDiscover::shared(&options.etcd))
             .load_balance(self.balancer())
             .layer_inner(self.health_layer())
+            .layer_outer(ClientTraceLayer)
             .layer_outer(ClientMetricsLayer)
             .layer_outer(self.retry_layer())
             .rpc_timeout(Some(options.rpc_timeout))
@@ -86,10 +88,10 @@ impl Resilience {
 }
 
 /// A client builder as [`configure_client`] leaves it: etcd discovery, [`P2cBalance`], the
-/// health layer inside, and the metrics and retry layers outside the layers it had.
+/// health layer inside, and the trace, metrics and retry layers outside the layers it had.
 pub type Configured<IL, OL, C, Req, Resp, MkT, MkC> = ClientBuilder<
     Stack<HealthLayer, IL>,
-    Stack<RetryLayer, Stack<ClientMetricsLayer, OL>>,
+    Stack<RetryLayer, Stack<ClientMetricsLayer, Stack<ClientTraceLayer, OL>>>,
     C,
     Req,
     Resp,

@@ -23,10 +23,15 @@
 //! - [`metrics`]: Prometheus metrics under Kitex's names (`kitex_server_*`, `kitex_client_*`,
 //!   from [`metrics::ServerMetricsLayer`] and [`metrics::ClientMetricsLayer`]) and the
 //!   registry's health; [`metrics::install`] and [`metrics::serve`] expose them.
+//! - [`telemetry`]: logs and traces, the one set-up of every binary ([`telemetry::init`]:
+//!   `--log-format`, `--otlp-endpoint`), the W3C trace context over HTTP and TTHeader
+//!   metainfo, and the RPC spans ([`telemetry::ServerTraceLayer`],
+//!   [`telemetry::ClientTraceLayer`]).
 //! - [`record`]: the JSON record and key layout of registry-etcd.
 //! - `serve`: [`ServeError`], what a generated `serve()` (announce + run) returns.
 //! - `cli` (feature `cli`): `EtcdArgs`, the etcd flags of a binary (`--etcd-endpoints`,
-//!   `--etcd-username`, `--etcd-ca`, ...), each with an environment variable.
+//!   `--etcd-username`, `--etcd-ca`, ...), and `TelemetryArgs` (`--log-format`,
+//!   `--otlp-endpoint`), each with an environment variable.
 //! - `connection`: one reconnectable etcd client per registration / discoverer; TLS and auth
 //!   are applied there, and TLS failures are told apart from an unreachable etcd.
 //!
@@ -69,13 +74,14 @@ mod registration;
 mod retry;
 mod serve;
 mod shutdown;
+pub mod telemetry;
 mod window;
 
 pub use address::{ENV_IP_TO_REGISTRY, ENV_PORT_TO_REGISTRY, routable_address};
 pub use balance::{P2cBalance, P2cPicker};
 pub use breaker::BreakerState;
 #[cfg(feature = "cli")]
-pub use cli::EtcdArgs;
+pub use cli::{EtcdArgs, TelemetryArgs};
 pub use client::{Configured, Resilience, configure_client};
 pub use discover::EtcdDiscover;
 pub use error::{CallError, Error, validate_service_name};

@@ -265,6 +265,12 @@ impl<S> RetryService<S> {
                 Step::Done(result) => return Ok(result),
                 Step::TimedOut => return Err(attempts),
                 Step::Retry => {
+                    // An event of the call's client span, when spans are exported.
+                    tracing_opentelemetry::OpenTelemetrySpanExt::add_event(
+                        &tracing::Span::current(),
+                        "retry",
+                        vec![opentelemetry::KeyValue::new("attempt", i64::from(attempts))],
+                    );
                     tracing::debug!(
                         attempt = attempts,
                         callee = ?cx.rpc_info().callee().address(),

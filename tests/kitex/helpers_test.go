@@ -165,10 +165,7 @@ type userService struct {
 // flags besides; returns once its key is in etcd.
 func rustUserService(t *testing.T, e *etcd, flags ...string) *userService {
 	t.Helper()
-	bin := os.Getenv("USER_SERVICE_BIN")
-	if bin == "" {
-		bin = "../../target/debug/user-service"
-	}
+	bin := rustBin("user-service", "USER_SERVICE_BIN")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the Rust user service is not built at %s: run `cargo build -p user-service` (or set USER_SERVICE_BIN)", bin)
 	}
@@ -233,20 +230,25 @@ func hertzGateway(t *testing.T, e *etcd) string {
 	return url
 }
 
-// rustGateway starts the Rust gateway (in development mode: a random token secret) on e;
-// returns its base URL once it answers.
-func rustGateway(t *testing.T, e *etcd) string {
+// rustGateway starts the Rust gateway (in development mode: a random token secret) on e, with
+// flags besides; returns its base URL once it answers.
+func rustGateway(t *testing.T, e *etcd, flags ...string) string {
 	t.Helper()
-	bin := os.Getenv("GATEWAY_BIN")
-	if bin == "" {
-		bin = "../../target/debug/gateway"
-	}
+	bin := rustBin("gateway", "GATEWAY_BIN")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the Rust gateway is not built at %s: run `cargo build -p gateway` (or set GATEWAY_BIN)", bin)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := start(t, bin, "--listen", addr, "--etcd-endpoints", e.endpoint, "--dev")
+	p := start(t, bin, append([]string{"--listen", addr, "--etcd-endpoints", e.endpoint, "--dev"}, flags...)...)
 	url := "http://" + addr
 	waitHealthy(t, url, p)
 	return url
+}
+
+// rustBin is where our binary name is: $variable, or cargo's debug build.
+func rustBin(name, variable string) string {
+	if bin := os.Getenv(variable); bin != "" {
+		return bin
+	}
+	return "../../target/debug/" + name
 }

@@ -130,14 +130,14 @@ func TestKitexClientCallsTheRustService(t *testing.T) {
 }
 
 // A metainfo transient value that a Kitex client sends over TTHeader is readable in our
-// handler: the user service puts the caller's REQUEST_ID into the span of the call, so its log
-// lines for that call carry it.
+// handler: the span of every call served (volo-etcd's ServerTraceLayer) carries the caller's
+// REQUEST_ID, so the log lines of that call carry it.
 //
 // Backward values do not cross between the two: Volo writes them with an RPC_BACKWARD_ prefix
 // and reads only prefixed keys, while Kitex writes and reads bare keys.
 func TestKitexMetainfoReachesTheRustHandler(t *testing.T) {
 	e := startEtcd(t)
-	t.Setenv("RUST_LOG", "user_service=debug")
+	t.Setenv("RUST_LOG", "info,user_service=debug")
 	service := rustUserService(t, e)
 	c := kitexClient(t, e, transport.TTHeaderFramed)
 

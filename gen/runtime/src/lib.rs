@@ -12,7 +12,6 @@
 //! - [`Envelope`]: a response split into status (`BaseResp`) and data.
 //! - [`deadline`]: the caller's deadline on the server side (from the TTHeader), for handlers
 //!   to check before expensive work.
-//! - [`logging`]: the logging set-up of every binary (`--log-format text|json`).
 //!
 //! Nothing here depends on an HTTP framework: the gateway adapts volo-http to [`RequestParts`].
 
@@ -24,7 +23,6 @@ use std::{
 };
 
 pub mod deadline;
-pub mod logging;
 pub mod vd;
 
 /// Time since the Unix epoch (zero on a clock set before it): the one reading of the wall

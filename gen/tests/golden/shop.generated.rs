@@ -63,6 +63,11 @@ pub mod shop_service {
                     options.service_name.clone(),
                 ),
             )
+            .layer_front(
+                ::volo_etcd::telemetry::ServerTraceLayer::new(
+                    options.service_name.clone(),
+                ),
+            )
             .register_shutdown_hook(move || {
                 ::std::boxed::Box::pin(registration.deregister())
             })
@@ -686,6 +691,11 @@ pub mod account_service {
             .layer_front(::idlgen_runtime::deadline::DeadlineLayer)
             .layer_front(
                 ::volo_etcd::metrics::ServerMetricsLayer::new(
+                    options.service_name.clone(),
+                ),
+            )
+            .layer_front(
+                ::volo_etcd::telemetry::ServerTraceLayer::new(
                     options.service_name.clone(),
                 ),
             )

@@ -2,10 +2,7 @@
 
 use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
-use rpc::{
-    runtime::logging::LogFormat,
-    volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions},
-};
+use rpc::volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions, TelemetryArgs};
 
 use crate::password::{Hasher, default_concurrency};
 
@@ -50,9 +47,9 @@ pub struct Config {
     /// ServiceErr "busy" (keep it below the callers' RPC timeout).
     #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
-    /// Logs as lines for people (`text`) or one JSON object per line (`json`).
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// How it logs and traces: --log-format (text or json), --otlp-endpoint.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Serve Prometheus metrics (`GET /metrics`: kitex_server_*, the registry's health) on
     /// this address; off when unset.
     #[arg(long, env = "METRICS_LISTEN")]

@@ -13,8 +13,7 @@ use rpc::{
     volo_thrift::ServerError,
 };
 
-use metainfo::Forward as _;
-use tracing::Instrument as _;
+use rpc::volo_etcd::telemetry::callers_request_id;
 
 use crate::{
     password::{Hasher, PasswordError},
@@ -195,40 +194,15 @@ impl UserService for Handler {
     }
 }
 
-/// The metainfo key of the caller's request id: a transient value, as a Kitex client sends it
-/// with `metainfo.WithValue(ctx, "REQUEST_ID", id)` over TTHeader.
-pub const REQUEST_ID: &str = "REQUEST_ID";
-
-/// The caller's `REQUEST_ID`, when it sent one of a sane length.
-fn callers_request_id() -> Option<String> {
-    rpc::volo::METAINFO
-        .try_with(|metainfo| metainfo.borrow().get_upstream(REQUEST_ID))
-        .ok()
-        .flatten()
-        .filter(|id| !id.is_empty() && id.len() <= 128)
-        .map(|id| id.to_string())
-}
-
-/// Runs one call in a span that names the method and, when the caller sent one, its request
-/// id and deadline, so every log line of the call can be matched with the caller's; at debug
-/// level, one line per call with its status code.
+/// Runs one call; at debug level, one line per call with its status code and how long the
+/// caller still waited when it came (its deadline, from the TTHeader). The call's span, with
+/// the method, the caller's request id and the trace id, is the generated `serve()`'s
+/// (`volo_etcd::telemetry::ServerTraceLayer`).
 async fn traced<R: HasStatus>(method: &'static str, call: impl Future<Output = R>) -> R {
-    let request_id = callers_request_id();
-    // How long the caller still waits, when it said (TTHeader `RPCTimeout`).
     let deadline_ms = rpc::runtime::deadline::remaining().map(|left| left.as_millis() as u64);
-    let span = tracing::info_span!(
-        "call",
-        method,
-        request_id = request_id.as_deref(),
-        deadline_ms
-    );
-    async {
-        let answer = call.await;
-        tracing::debug!(code = answer.status_code(), "answered");
-        answer
-    }
-    .instrument(span)
-    .await
+    let answer = call.await;
+    tracing::debug!(method, code = answer.status_code(), deadline_ms, "answered");
+    answer
 }
 
 /// A response's `BaseResp` code, for the log.

@@ -8,7 +8,15 @@ use user_service::{Config, Store};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    rpc::runtime::logging::init(config.log_format);
+    // Kept until the end: dropping it sends the spans still queued.
+    let _telemetry =
+        match rpc::volo_etcd::telemetry::init(&config.telemetry.options(&config.service_name)) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("user-service: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,11 +13,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use rpc::volo_etcd::telemetry;
 use sqlx::{
     AnyPool, Row,
     any::{AnyPoolOptions, AnyRow},
     migrate::Migrator,
 };
+use tracing::{Instrument as _, Span};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -60,6 +62,8 @@ pub struct Store {
     pool: AnyPool,
     /// SQLite only: the connections lookups run on.
     readers: Option<Arc<Readers>>,
+    /// OpenTelemetry's name of the database system: `sqlite` or `postgresql`.
+    system: &'static str,
 }
 
 impl Store {
@@ -94,7 +98,27 @@ impl Store {
         }
         migrator.run(&pool).await?;
         let readers = sqlite_file.map(|file| Arc::new(Readers::new(file)));
-        Ok(Store { pool, readers })
+        let system = if sqlite { "sqlite" } else { "postgresql" };
+        Ok(Store {
+            pool,
+            readers,
+            system,
+        })
+    }
+
+    /// A database client span for one statement on `users`, when spans are exported.
+    fn query_span(&self, operation: &'static str) -> Span {
+        telemetry::span_if_exporting(|| {
+            tracing::info_span!(
+                "query",
+                otel.name = format!("{operation} users"),
+                otel.kind = "client",
+                db.system = self.system,
+                db.system.name = self.system,
+                db.operation.name = operation,
+                db.collection.name = "users",
+            )
+        })
     }
 
     /// Inserts a user; `Duplicate` when the name is taken.
@@ -116,6 +140,7 @@ impl Store {
         .bind(created_at)
         .bind(request_id)
         .fetch_one(&self.pool)
+        .instrument(self.query_span("INSERT"))
         .await
         .map_err(duplicate_or_query);
         match (inserted, request_id) {
@@ -126,6 +151,7 @@ impl Store {
                         .bind(username)
                         .bind(request_id)
                         .fetch_optional(&self.pool)
+                        .instrument(self.query_span("SELECT"))
                         .await?;
                 match mine {
                     Some(row) => Ok(row.try_get("id")?),
@@ -137,26 +163,30 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let span = self.query_span("SELECT");
         if let Some(readers) = &self.readers {
-            return readers.user("username = ?1", username);
+            return span.in_scope(|| readers.user("username = ?1", username));
         }
         let row = sqlx::query(
             "SELECT id, username, password_hash, created_at FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
+        .instrument(span)
         .await?;
         row.map(|r| record(&r)).transpose()
     }
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        let span = self.query_span("SELECT");
         if let Some(readers) = &self.readers {
-            return readers.user("id = ?1", id);
+            return span.in_scope(|| readers.user("id = ?1", id));
         }
         let row =
             sqlx::query("SELECT id, username, password_hash, created_at FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
+                .instrument(span)
                 .await?;
         row.map(|r| record(&r)).transpose()
     }

@@ -1049,7 +1049,11 @@ mod tests {
         let mut o = Outcome::new("hung-replica");
         calls_to_b(&mut o, &s, 3.0, 13.0, 200);
         assert!(o.checks.iter().all(|c| c.ok), "{:?}", o.checks);
-        assert!(o.notes[0].ends_with("10.0 s): 100 100 50 0 0 0 0 0 0 0 0 100 100 100 100 100 100 100"), "{:?}", o.notes);
+        assert!(
+            o.notes[0].ends_with("10.0 s): 100 100 50 0 0 0 0 0 0 0 0 100 100 100 100 100 100 100"),
+            "{:?}",
+            o.notes
+        );
         // Never stops.
         let s = samples(20.0, |_| 10);
         let mut o = Outcome::new("hung-replica");

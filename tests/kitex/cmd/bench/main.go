@@ -16,8 +16,9 @@
 //  3. propagation: a new instance's first request and a stopped one's last, through our
 //     discoverer (volo-etcd's example) and through Kitex's resolver (kitexclient);
 //  4. scale: 1000 instances against our discoverer (volo-etcd's example);
-//  5. observability: the cost of our metrics: the Rust stack (gateway and service on the
-//     server CPUs) with metrics recorded and served, against the same stack with them off.
+//  5. observability: the cost of our metrics and traces: the Rust stack (gateway and service
+//     on the server CPUs) with metrics recorded and served and every request traced and
+//     exported, against the same stack with both off.
 //
 // In each round of phases 1, 2 and 5 both sides run back to back, each after its own warm-up,
 // the first of them alternating; figures are medians over rounds, ratios the median of the
@@ -25,6 +26,7 @@
 package main
 
 import (
+	"context"
 	_ "embed"
 	"flag"
 	"fmt"
@@ -37,6 +39,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"kitexpeer/internal/otlp"
 )
 
 //go:embed wrk.lua
@@ -320,7 +324,9 @@ func (b *bench) rpcAndStackPhase() error {
 
 // observabilityPhase: two Rust stacks (each on its own etcd and SQLite file), one with
 // metrics on (the gateway's /metrics, the service's --metrics-listen, scraped once a second
-// by the driver, as a Prometheus would) and one with them off, on GET /api/user/:user_id.
+// by the driver, as a Prometheus would) and traces exported (--otlp-endpoint: the
+// Collector's OTLP receiver, run by the driver on the load CPUs, as a collector on another
+// host would be), and one with both off, on GET /api/user/:user_id.
 func (b *bench) observabilityPhase() error {
 	type stack struct {
 		service, gateway *proc
@@ -331,6 +337,11 @@ func (b *bench) observabilityPhase() error {
 	if err != nil {
 		return err
 	}
+	sink, err := otlp.StartCounting("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sink.Stop(context.Background()) }()
 	start := func(name string, service, gateway []string) (s stack, err error) {
 		e, err := b.ps.startEtcd("etcd-"+name, "")
 		if err != nil {
@@ -348,11 +359,13 @@ func (b *bench) observabilityPhase() error {
 		s.token, s.id, err = login(s.url)
 		return s, err
 	}
-	off, err := start("metrics-off", nil, []string{"--metrics", "off"})
+	off, err := start("telemetry-off", nil, []string{"--metrics", "off"})
 	if err != nil {
 		return err
 	}
-	on, err := start("metrics-on", []string{"--metrics-listen", metricsAddr}, nil)
+	on, err := start("telemetry-on",
+		[]string{"--metrics-listen", metricsAddr, "--otlp-endpoint", sink.Endpoint()},
+		[]string{"--otlp-endpoint", sink.Endpoint()})
 	if err != nil {
 		return err
 	}
@@ -361,13 +374,17 @@ func (b *bench) observabilityPhase() error {
 	get := func(s stack) httpRequest {
 		return httpRequest{method: "GET", path: fmt.Sprintf("/api/user/%d", s.id), token: s.token}
 	}
-	return b.rounds([]*comparison{
-		{key: "metrics_cost", title: "Observability: the Rust stack with metrics on (scraped every second) vs off, GET /api/user/:user_id",
-			sides: [2]*side{
-				{name: "metrics on", servers: []*proc{on.gateway, on.service}, load: b.wrk(on.url, get(on))},
-				{name: "metrics off", servers: []*proc{off.gateway, off.service}, load: b.wrk(off.url, get(off))},
-			}},
-	})
+	cost := &comparison{key: "telemetry_cost", title: "Observability: the Rust stack with metrics (scraped every second) and traces (every request, exported over OTLP/HTTP) on vs both off, GET /api/user/:user_id",
+		sides: [2]*side{
+			{name: "metrics and traces on", servers: []*proc{on.gateway, on.service}, load: b.wrk(on.url, get(on))},
+			{name: "both off", servers: []*proc{off.gateway, off.service}, load: b.wrk(off.url, get(off))},
+		}}
+	if err := b.rounds([]*comparison{cost}); err != nil {
+		return err
+	}
+	// Proof that the "on" side exported: the receiver counted its spans (four a request).
+	b.report.spansExported = sink.Count()
+	return nil
 }
 
 // rounds runs every comparison once per round, then records them.

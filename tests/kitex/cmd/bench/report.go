@@ -155,7 +155,9 @@ type report struct {
 	comparisons []comparisonSummary
 	propagation map[string]propagation // "ours", "kitex"
 	scale       *scale
-	failures    []string
+	// spansExported: what the OTLP receiver of the observability phase counted.
+	spansExported int64
+	failures      []string
 	// Detail is report.json's "detail": every raw figure, the settings and the machine.
 	Detail map[string]any
 }
@@ -230,7 +232,7 @@ func (r *report) keys() [][2]any {
 	gw, okGW := r.comparison("gateway_get")
 	rpc, okRPC := r.comparison("rpc_get")
 	stack, okStack := r.comparison("stack_get")
-	cost, okCost := r.comparison("metrics_cost")
+	cost, okCost := r.comparison("telemetry_cost")
 	ours, okOurs := r.propagation["ours"]
 	kitex, okKitex := r.propagation["kitex"]
 	sc := r.scale
@@ -243,7 +245,8 @@ func (r *report) keys() [][2]any {
 		{"rpc_vs_kitex_rps", num(okRPC, rpc.RatioRPS)},
 		{"rpc_vs_kitex_p99", num(okRPC, rpc.RatioP99)},
 		{"stack_vs_go_stack_rps", num(okStack, stack.RatioRPS)},
-		{"metrics_on_vs_off_rps", num(okCost, cost.RatioRPS)},
+		{"telemetry_on_vs_off_rps", num(okCost, cost.RatioRPS)},
+		{"spans_exported", num(okCost, float64(r.spansExported))},
 		{"propagation_p99_ms", num(okOurs, ours.RegisterFirst.P99)},
 		{"kitex_propagation_p99_ms", num(okKitex, kitex.RegisterFirst.P99)},
 		{"deregister_p99_ms", num(okOurs, ours.DeregisterLast.P99)},

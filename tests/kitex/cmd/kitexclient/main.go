@@ -14,9 +14,15 @@
 // prints {"requests", "errors", "seconds", "rps", "p50_ms", "p99_ms", "p999_ms"}; propagation
 // prints {"rounds", "register_first_request_ms", "deregister_last_request_ms"}, each
 // {"p50", "p99", "max"}. Run a subcommand with -h for its flags.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, calls are traced with kitex-contrib/obs-opentelemetry's
+// client suite (service.name "kitexclient"; see internal/telemetry): each call is a root
+// CLIENT span, and its W3C traceparent goes to the service as a metainfo value, which only
+// TTHeader carries (-transport ttheader). The spans are flushed before the process exits.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -27,8 +33,10 @@ import (
 	"github.com/cloudwego/kitex/pkg/connpool"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/transport"
+	oteltracing "github.com/kitex-contrib/obs-opentelemetry/tracing"
 	etcd "github.com/kitex-contrib/registry-etcd"
 
+	"kitexpeer/internal/telemetry"
 	"kitexpeer/kitex_gen/music/service/user/userservice"
 )
 
@@ -37,6 +45,7 @@ type target struct {
 	etcdEndpoints string
 	addr          string
 	transport     string
+	traced        bool // clients get the tracing suite
 }
 
 // flags adds the target flags to fs, with t's current values as defaults, so that flags
@@ -50,13 +59,18 @@ func (t *target) flags(fs *flag.FlagSet) {
 // client is a Kitex client of service with the seed's options, a connection pool that keeps
 // up to idle connections per instance, and t's target and transport.
 func (t *target) client(service string, idle int) (userservice.Client, error) {
-	opts := []client.Option{
-		client.WithRPCTimeout(3 * time.Second),
-		client.WithConnectTimeout(50 * time.Millisecond),
+	var opts []client.Option
+	if t.traced {
+		// First: the suite sets TTHeader (unframed) as the transport, and -transport decides.
+		opts = append(opts, client.WithSuite(oteltracing.NewClientSuite()))
+	}
+	opts = append(opts,
+		client.WithRPCTimeout(3*time.Second),
+		client.WithConnectTimeout(50*time.Millisecond),
 		// Kitex keeps 10 idle connections per address by default: with more calls in flight,
 		// every call past the tenth would open a connection and close it after.
 		client.WithLongConnection(connpool.IdleConfig{MaxIdlePerAddress: idle, MaxIdleTimeout: time.Minute}),
-	}
+	)
 	switch t.transport {
 	case "framed":
 		opts = append(opts, client.WithTransportProtocol(transport.Framed))
@@ -103,7 +117,15 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := command(t, flag.Args()[1:]); err != nil {
+	tracing, err := telemetry.Setup(context.Background(), "kitexclient")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kitexclient:", err)
+		os.Exit(1)
+	}
+	t.traced = tracing != nil
+	err = command(t, flag.Args()[1:])
+	tracing.Shutdown()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "kitexclient:", err)
 		os.Exit(1)
 	}

@@ -3,10 +3,15 @@
 // and answers are the Rust user service's (services/user).
 //
 // On SIGINT or SIGTERM Kitex deregisters it, drains calls in flight (up to 5 s), and the
-// process closes the database and exits 0.
+// process closes the database, flushes its spans and exits 0.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set it traces its calls with kitex-contrib/obs-opentelemetry
+// (service.name: the registered name), continuing the caller's trace from the W3C traceparent
+// that Kitex clients and ours send as a metainfo value over TTHeader; see internal/telemetry.
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
@@ -17,9 +22,11 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
+	oteltracing "github.com/kitex-contrib/obs-opentelemetry/tracing"
 	etcd "github.com/kitex-contrib/registry-etcd"
 
 	"kitexpeer/internal/store"
+	"kitexpeer/internal/telemetry"
 	"kitexpeer/kitex_gen/music/service/user/userservice"
 )
 
@@ -35,12 +42,18 @@ func main() {
 	}
 }
 
-// serve runs the service until SIGINT or SIGTERM, then closes the database.
+// serve runs the service until SIGINT or SIGTERM, then closes the database and flushes the
+// spans.
 func serve(listen string, endpoints []string, name, databaseURL string) error {
 	addr, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.Setup(context.Background(), name)
+	if err != nil {
+		return err
+	}
+	defer tracing.Shutdown()
 	users, err := store.Open(databaseURL)
 	if err != nil {
 		return err
@@ -50,13 +63,17 @@ func serve(listen string, endpoints []string, name, databaseURL string) error {
 	if err != nil {
 		return err
 	}
-	svr := userservice.NewServer(&UserServiceImpl{users: users},
+	opts := []server.Option{
 		server.WithServiceAddr(addr),
 		server.WithRegistry(&deregisterOnlyRegistered{Registry: r}),
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: name}),
 		// Metainfo and the caller's timeout travel in TTHeader; Kitex reads them only with this.
 		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
-	)
+	}
+	if tracing != nil {
+		opts = append(opts, server.WithSuite(oteltracing.NewServerSuite()))
+	}
+	svr := userservice.NewServer(&UserServiceImpl{users: users}, opts...)
 	log.Printf("user service listening on %s, users in %s", listen, databaseURL)
 	// Run serves until Kitex's own SIGINT/SIGTERM handler fires, then deregisters and drains;
 	// its error is a failed start, register or deregister.
