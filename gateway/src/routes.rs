@@ -169,13 +169,14 @@ impl<E: Endpoint> RouteService<E> {
             headers: &parts.headers,
             body: &body,
         };
-        let request = telemetry::span_if_exporting(|| tracing::info_span!("bind")).in_scope(
-            || -> Result<_, Rejection> {
-                let request = E::bind(&http_parts).map_err(Rejection::invalid)?;
-                request.validate()?;
-                Ok(request)
-            },
-        )?;
+        let request = telemetry::span_if_traced(
+            || tracing::info_span!(target: telemetry::TRACE_ONLY, "bind"),
+        )
+        .in_scope(|| -> Result<_, Rejection> {
+            let request = E::bind(&http_parts).map_err(Rejection::invalid)?;
+            request.validate()?;
+            Ok(request)
+        })?;
         if route.issue_token.is_some()
             && let Some(account) = account(route, &http_parts)
         {

@@ -181,11 +181,15 @@ pub struct TelemetryArgs {
 }
 
 impl TelemetryArgs {
-    /// The options these flags describe, for a binary whose spans carry `service_name`.
+    /// The options these flags describe, for a binary whose spans carry `service_name`. An
+    /// empty endpoint is none, as OpenTelemetry's variables read empty as unset.
     pub fn options(&self, service_name: &str) -> TelemetryOptions {
         TelemetryOptions {
             log_format: self.log_format,
-            otlp_endpoint: self.otlp_endpoint.clone(),
+            otlp_endpoint: self
+                .otlp_endpoint
+                .clone()
+                .filter(|endpoint| !endpoint.trim().is_empty()),
             service_name: service_name.to_owned(),
         }
     }

@@ -73,6 +73,8 @@ pub(crate) struct InstanceStats {
     blocked_until_ms: AtomicU64,
     /// Written under this lock; the atomics above are read without it.
     locked: Mutex<Locked>,
+    /// `volo_etcd_breaker_*` of this instance, when metrics are recorded.
+    metrics: Option<crate::metrics::registry::BreakerMetrics>,
 }
 
 #[derive(Debug)]
@@ -133,10 +135,9 @@ impl Health {
                 if let Some(s) = map.get(&i.address).and_then(Weak::upgrade) {
                     return s;
                 }
-                let s = Arc::new(InstanceStats::new(
-                    self.inner.breaker.clone(),
-                    self.inner.epoch,
-                ));
+                let mut s = InstanceStats::new(self.inner.breaker.clone(), self.inner.epoch);
+                s.metrics = crate::metrics::registry::breaker(&i.address);
+                let s = Arc::new(s);
                 map.insert(i.address.clone(), Arc::downgrade(&s));
                 s
             })
@@ -161,6 +162,7 @@ impl InstanceStats {
                 last_sample: None,
                 failing: false,
             }),
+            metrics: None,
         }
     }
 
@@ -218,10 +220,12 @@ impl InstanceStats {
     }
 
     fn mirror(&self, breaker: &Breaker) {
-        let v = breaker
-            .blocked_until()
-            .map_or(0, |until| self.ms(until) + 1);
+        let blocked = breaker.blocked_until();
+        let v = blocked.map_or(0, |until| self.ms(until) + 1);
         self.blocked_until_ms.store(v, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.show(blocked.is_some(), breaker.trips());
+        }
     }
 
     fn start(&self) {

@@ -154,6 +154,14 @@ fn describe() {
         "volo_etcd_watch_restarts_total",
         "Times a client's list and watch of a service ended and began again."
     );
+    describe_gauge!(
+        "volo_etcd_breaker_open",
+        "1 while a client's circuit breaker keeps calls away from an instance (open or half-open), else 0."
+    );
+    describe_counter!(
+        "volo_etcd_breaker_trips_total",
+        "Times a client's circuit breaker of an instance opened."
+    );
     describe_histogram!(
         "volo_etcd_keepalive_latency_us",
         Unit::Microseconds,
@@ -432,9 +440,13 @@ where
 
 /// The registry's health: what the registration and discovery tasks record.
 pub(crate) mod registry {
-    use std::time::Duration;
+    use std::{
+        sync::atomic::{AtomicU64, Ordering},
+        time::Duration,
+    };
 
     use metrics::Label;
+    use volo::net::Address;
 
     use super::{enabled, micros};
 
@@ -510,6 +522,42 @@ pub(crate) mod registry {
         if enabled() {
             metrics::counter!("volo_etcd_watch_restarts_total", service(name)).increment(1);
         }
+    }
+
+    /// The circuit breaker of one instance (of one client), as its metrics show it.
+    #[derive(Debug)]
+    pub(crate) struct BreakerMetrics {
+        open: metrics::Gauge,
+        trips: metrics::Counter,
+        /// The breaker's trips already counted.
+        counted: AtomicU64,
+    }
+
+    impl BreakerMetrics {
+        /// Shows the breaker's state: `open` while it keeps calls away (open, or half-open
+        /// and probing), and its trips so far.
+        pub(crate) fn show(&self, open: bool, trips: u64) {
+            self.open.set(if open { 1.0 } else { 0.0 });
+            let before = self.counted.swap(trips, Ordering::Relaxed);
+            self.trips.increment(trips.saturating_sub(before));
+        }
+    }
+
+    /// The breaker metrics of the instance at `address`, at closed and 0 trips; `None` when
+    /// nothing records.
+    pub(crate) fn breaker(address: &Address) -> Option<BreakerMetrics> {
+        if !enabled() {
+            return None;
+        }
+        // Not `instance`: Prometheus sets that label itself, to the scraped target.
+        let labels = || vec![Label::new("address", address.to_string())];
+        let metrics = BreakerMetrics {
+            open: metrics::gauge!("volo_etcd_breaker_open", labels()),
+            trips: metrics::counter!("volo_etcd_breaker_trips_total", labels()),
+            counted: AtomicU64::new(0),
+        };
+        metrics.show(false, 0);
+        Some(metrics)
     }
 }
 

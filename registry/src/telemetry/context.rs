@@ -96,6 +96,11 @@ impl TraceContext {
         )
     }
 
+    /// Whether the trace is sampled (recorded by those who export spans).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     pub fn tracestate(&self) -> Option<&str> {
         self.state.as_deref()
     }
@@ -189,8 +194,9 @@ fn hex_field(digits: &[u8]) -> Option<u128> {
 }
 
 tokio::task_local! {
-    /// The context a request is served in, for the calls it makes when no span is recorded.
-    static CURRENT: TraceContext;
+    /// The context a request is served in: what its calls pass on when no span is recorded,
+    /// and whether it is sampled.
+    pub(super) static CURRENT: TraceContext;
 }
 
 /// Runs `fut` with `trace` as the context its RPC calls pass on.

@@ -6,7 +6,7 @@ use tracing::{Instrument as _, field::Empty};
 use volo::{Layer, Service, context::Context};
 use volo_thrift::context::ClientContext;
 
-use super::{TraceContext, continue_trace, current, exporting, scope, span_if_exporting};
+use super::{TRACE_ONLY, TraceContext, continue_trace, current, exporting, scope, span_if_traced};
 
 /// The metainfo key of the caller's request id: a transient value, as a Kitex client sends it
 /// with `metainfo.WithValue(ctx, "REQUEST_ID", id)` and our gateway sets it.
@@ -94,8 +94,8 @@ pub fn callers_request_id() -> Option<String> {
 }
 
 /// Passes the trace context on with every call (metainfo `traceparent`, as Kitex's
-/// obs-opentelemetry reads it); exporting, each call gets a client span `<callee>/<method>`,
-/// a child of the current span, with its retries as events.
+/// obs-opentelemetry reads it); exporting a sampled trace, each call gets a client span
+/// `<callee>/<method>`, a child of the current span, with its retries as events.
 /// [`configure_client`](crate::configure_client) adds it outside the retry layer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientTraceLayer;
@@ -123,9 +123,10 @@ where
     type Error = S::Error;
 
     async fn call(&self, cx: &mut ClientContext, req: Req) -> Result<S::Response, S::Error> {
-        let span = span_if_exporting(|| {
+        let span = span_if_traced(|| {
             let info = cx.rpc_info();
             let span = tracing::info_span!(
+                target: TRACE_ONLY,
                 "rpc.client",
                 otel.name = Empty,
                 otel.kind = Empty,

@@ -7,7 +7,7 @@
 //! protobuf, `<endpoint>/v1/traces`, batched on a thread of their own); without one nothing
 //! is recorded beyond the spans that log lines need, so that tracing costs nothing when off.
 //! Spans that exist only for the trace (the gateway's `bind`, the RPC client's, a query's) are
-//! made only when [`exporting`]: use [`span_if_exporting`].
+//! made only when [`exporting`] a sampled trace, and left out of logs: use [`span_if_traced`].
 
 mod context;
 mod layers;
@@ -116,15 +116,35 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// `make()` when spans are exported, else a disabled span (which costs nothing).
-pub fn span_if_exporting(make: impl FnOnce() -> Span) -> Span {
-    if exporting() { make() } else { Span::none() }
+/// The `tracing` target of spans that exist only for the trace: logs leave them out, so
+/// that they cost no formatting (their parents' fields identify a log line well enough).
+pub const TRACE_ONLY: &str = "trace_only";
+
+/// `make()` (a span of target [`TRACE_ONLY`]) when spans are exported and the request being
+/// served, if any, is sampled; else a disabled span, which costs nothing. So an unsampled
+/// request pays only for the spans that its log lines need.
+pub fn span_if_traced(make: impl FnOnce() -> Span) -> Span {
+    let sampled = || {
+        context::CURRENT
+            .try_with(TraceContext::sampled)
+            .unwrap_or(true)
+    };
+    if exporting() && sampled() {
+        make()
+    } else {
+        Span::none()
+    }
 }
 
 /// Installs the global subscriber (logs, and traces with an endpoint); call once, first
 /// thing in `main`, and keep what it returns until the end.
 pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let trace_only = format!("{TRACE_ONLY}=off")
+        .parse()
+        .expect("a valid directive");
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(trace_only);
     let logs = tracing_subscriber::fmt::layer();
     let logs = match options.log_format {
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).boxed(),
@@ -138,9 +158,10 @@ pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("volo-etcd"))
-            // Per-span attributes and per-poll work that nothing here reads: the thread, the
-            // `tracing` target, busy and idle times, OpenTelemetry's current context (the
-            // layers read a span's context from the span).
+            // Per-span attributes and per-poll work that nothing here reads: the source
+            // location, the thread, the `tracing` target, busy and idle times,
+            // OpenTelemetry's current context (the layers read a span's context from the span).
+            .with_location(false)
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)

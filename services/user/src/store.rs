@@ -106,10 +106,11 @@ impl Store {
         })
     }
 
-    /// A database client span for one statement on `users`, when spans are exported.
+    /// A database client span for one statement on `users`, when the call is traced.
     fn query_span(&self, operation: &'static str) -> Span {
-        telemetry::span_if_exporting(|| {
+        telemetry::span_if_traced(|| {
             tracing::info_span!(
+                target: telemetry::TRACE_ONLY,
                 "query",
                 otel.name = format!("{operation} users"),
                 otel.kind = "client",

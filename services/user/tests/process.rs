@@ -401,6 +401,77 @@ async fn the_callers_deadline_reaches_the_handler() {
     assert!((1..=2500).contains(&deadline_ms), "{deadline_ms}");
 }
 
+/// The trace a call is made in reaches the service as metainfo `traceparent`: the service's log
+/// lines for the call carry its trace id, and one it starts itself when the caller sent none.
+/// (Export is tested against a real OTLP receiver in tests/kitex/tracing_test.go.)
+#[tokio::test]
+async fn the_callers_trace_id_is_in_the_calls_log_lines() {
+    use rpc::{
+        music::service::user::{GetUserRequest, user_service},
+        volo_etcd::{ClientOptions, EtcdOptions, telemetry},
+    };
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let endpoint = etcd.endpoint();
+    let svc = user_service_with_env(
+        &[
+            "--listen",
+            &listen,
+            "--etcd-endpoints",
+            &endpoint,
+            "--log-format",
+            "json",
+        ],
+        &[("RUST_LOG", "info,user_service=debug")],
+        dir.path(),
+    );
+    let key = format!("kitex/registry-etcd/service.music.user/{listen}");
+    assert!(etcd.wait_for_key(&key, true, Duration::from_secs(20)).await);
+    let client = user_service::client(&ClientOptions {
+        etcd: EtcdOptions::with_endpoints([endpoint.clone()]),
+        ..ClientOptions::default()
+    });
+    let caller =
+        telemetry::TraceContext::parse(&format!("00-{TRACE_ID}-00f067aa0ba902b7-01"), None)
+            .unwrap();
+    let traced = telemetry::scope(caller, client.get_user(GetUserRequest { user_id: 1 })).await;
+    assert!(traced.is_ok(), "{traced:?}");
+    let untraced = client.get_user(GetUserRequest { user_id: 2 }).await;
+    assert!(untraced.is_ok(), "{untraced:?}");
+
+    let answered = || -> Vec<serde_json::Value> {
+        svc.output()
+            .lines()
+            .filter(|l| l.contains("answered"))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let logged = test_support::wait_until(Duration::from_secs(10), || {
+        let n = answered().len();
+        async move { n == 2 }
+    })
+    .await;
+    assert!(logged, "not two answers logged:\n{}", svc.output());
+    let trace_ids: Vec<String> = answered()
+        .iter()
+        .map(|line| {
+            line["span"]["trace_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(trace_ids[0], TRACE_ID, "{:?}", answered());
+    assert!(
+        trace_ids[1].len() == 32 && trace_ids[1] != TRACE_ID,
+        "{:?}",
+        answered()
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_calls_under_kitex_names_on_both_sides() {
     use rpc::{
@@ -532,6 +603,44 @@ async fn metrics_count_calls_under_kitex_names_on_both_sides() {
         )
         .is_some(),
         "{calling}"
+    );
+
+    // An instance whose address refuses connections opens this client's breaker of it at its
+    // first call (Volo retries that call on the live one).
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let record = rpc::volo_etcd::record::InstanceRecord::new(dead, 10, Default::default());
+    etcd.client()
+        .await
+        .put(
+            format!("kitex/registry-etcd/service.music.user/{dead}"),
+            record.to_json(),
+            None,
+        )
+        .await
+        .expect("put the dead instance's key");
+    let dead = dead.to_string();
+    let tripped = wait_until(Duration::from_secs(20), || async {
+        let answered = client.get_user(GetUserRequest { user_id: 1 }).await;
+        assert!(answered.is_ok(), "{answered:?}");
+        let text = here.render();
+        sample(
+            &text,
+            "volo_etcd_breaker_trips_total",
+            &[("address", &dead)],
+        ) == Some(1.0)
+            && sample(&text, "volo_etcd_breaker_open", &[("address", &dead)]) == Some(1.0)
+    })
+    .await;
+    assert!(tripped, "the dead instance's breaker: {}", here.render());
+    assert_eq!(
+        sample(
+            &here.render(),
+            "volo_etcd_breaker_open",
+            &[("address", &address)]
+        ),
+        Some(0.0),
+        "the live instance's breaker is closed: {}",
+        here.render()
     );
 
     let elsewhere = raw_get(scrape_addr, "/other").await.unwrap_or_default();

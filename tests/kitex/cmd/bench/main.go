@@ -333,15 +333,16 @@ func (b *bench) observabilityPhase() error {
 		url, token       string
 		id               int64
 	}
-	metricsAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	// The receiver first: the port freeAddr frees could otherwise be the one it is given.
 	sink, err := otlp.StartCounting("127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = sink.Stop(context.Background()) }()
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	start := func(name string, service, gateway []string) (s stack, err error) {
 		e, err := b.ps.startEtcd("etcd-"+name, "")
 		if err != nil {

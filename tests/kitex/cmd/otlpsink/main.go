@@ -1,7 +1,9 @@
 // Command otlpsink is an OTLP/HTTP receiver that counts spans, for benchmarks: the
-// OpenTelemetry Collector's own OTLP receiver (internal/otlp), keeping nothing.
+// OpenTelemetry Collector's own OTLP receiver (internal/otlp), keeping nothing. With -print
+// it also writes each span to stderr, one a line (trace, span, parent, service, kind, name,
+// duration), to look at traces by hand:
 //
-//	otlpsink [-listen 127.0.0.1:0]
+//	otlpsink [-listen 127.0.0.1:0] [-print]
 //
 // Once it listens it prints its endpoint, the base URL exporters take as
 // OTEL_EXPORTER_OTLP_ENDPOINT (or --otlp-endpoint), alone on the first line of stdout:
@@ -28,11 +30,18 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to receive OTLP/HTTP on (port 0: any free port)")
+	print := flag.Bool("print", false, "write every span received to stderr, one a line")
 	flag.Parse()
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 
-	r, err := otlp.StartCounting(*listen)
+	var r *otlp.Receiver
+	var err error
+	if *print {
+		r, err = otlp.StartPrinting(*listen, os.Stderr)
+	} else {
+		r, err = otlp.StartCounting(*listen)
+	}
 	if err != nil {
 		log.Fatal(err)
 	}

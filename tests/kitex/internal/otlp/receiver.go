@@ -7,8 +7,11 @@
 package otlp
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,17 +38,24 @@ type Receiver struct {
 	mu      sync.Mutex
 	spans   []Span
 	arrived chan struct{} // closed, and replaced, whenever spans arrive
+	print   io.Writer     // where each span is written as a line, if anywhere
 }
 
 // Start runs a receiver on a free loopback port that keeps every span it receives, for tests.
-func Start() (*Receiver, error) { return start("127.0.0.1:0", true) }
+func Start() (*Receiver, error) { return start("127.0.0.1:0", true, nil) }
 
 // StartCounting runs a receiver on listen (host:port; port 0 picks one) that only counts the
 // spans, for benchmarks, which export too many to keep.
-func StartCounting(listen string) (*Receiver, error) { return start(listen, false) }
+func StartCounting(listen string) (*Receiver, error) { return start(listen, false, nil) }
 
-func start(listen string, keep bool) (*Receiver, error) {
-	r := &Receiver{keep: keep, arrived: make(chan struct{})}
+// StartPrinting runs a counting receiver on listen that also writes every span to w, one a
+// line, for people looking at traces by hand.
+func StartPrinting(listen string, w io.Writer) (*Receiver, error) {
+	return start(listen, false, w)
+}
+
+func start(listen string, keep bool, print io.Writer) (*Receiver, error) {
+	r := &Receiver{keep: keep, arrived: make(chan struct{}), print: print}
 	next, err := consumer.NewTraces(r.consume)
 	if err != nil {
 		return nil, err
@@ -112,12 +122,21 @@ func (r *Receiver) Stop(ctx context.Context) error { return r.traces.Shutdown(ct
 // consume takes one export's spans.
 func (r *Receiver) consume(_ context.Context, td ptrace.Traces) error {
 	r.count.Add(int64(td.SpanCount()))
-	if !r.keep {
+	if !r.keep && r.print == nil {
 		return nil
 	}
 	spans := flatten(td)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.print != nil {
+		for _, s := range spans {
+			fmt.Fprintf(r.print, "trace %s span %s parent %s %s %s %q %v\n",
+				s.TraceID, s.SpanID, cmp.Or(s.ParentSpanID, "-"), s.Service, s.Kind, s.Name, s.Duration)
+		}
+	}
+	if !r.keep {
+		return nil
+	}
 	r.spans = append(r.spans, spans...)
 	close(r.arrived)
 	r.arrived = make(chan struct{})

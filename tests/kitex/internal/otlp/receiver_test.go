@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,4 +95,48 @@ func startReceiver(t *testing.T) *Receiver {
 	}
 	t.Cleanup(func() { _ = r.Stop(context.Background()) })
 	return r
+}
+
+// A printing receiver writes each span as a line: ids, parent, service, kind, name.
+func TestPrintingReceiverWritesALineASpan(t *testing.T) {
+	var out syncBuffer
+	r, err := StartPrinting("127.0.0.1:0", &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop(context.Background())
+	exporter, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(r.Endpoint()+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	provider := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter),
+		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "probe"))))
+	_, span := provider.Tracer("probe").Start(context.Background(), "GET /x", trace.WithSpanKind(trace.SpanKindServer))
+	span.End()
+	if err := provider.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "trace " + span.SpanContext().TraceID().String() + " span " + span.SpanContext().SpanID().String() +
+		` parent - probe Server "GET /x" `
+	if got := out.String(); !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 1 || r.Count() != 1 {
+		t.Errorf("printed %q, want one line starting %q", got, want)
+	}
+}
+
+// syncBuffer is a strings.Builder that the receiver's goroutines and the test can share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

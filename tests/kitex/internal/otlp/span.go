@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -17,6 +18,7 @@ type Span struct {
 	Kind         ptrace.SpanKind
 	Service      string            // its resource's service.name
 	Attributes   map[string]string // every attribute, as a string
+	Duration     time.Duration
 }
 
 // flatten turns one export's resource → scope → span tree into Spans.
@@ -41,6 +43,7 @@ func flatten(td ptrace.Traces) []Span {
 					Kind:         s.Kind(),
 					Service:      service,
 					Attributes:   attrs,
+					Duration:     s.EndTimestamp().AsTime().Sub(s.StartTimestamp().AsTime()),
 				})
 			}
 		}
