@@ -17,6 +17,7 @@ fn gateway() -> Command {
         "LISTEN",
         "ETCD_ENDPOINTS",
         "BODY_LIMIT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
         cmd.env_remove(var);
     }
@@ -90,6 +91,30 @@ fn a_malformed_etcd_endpoint_stops_the_gateway_at_start() {
         stderr.contains(r#""localhost" is not host:port"#),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_bad_otlp_endpoint_stops_the_gateway_at_start() {
+    for endpoint in ["127.0.0.1:4318", "https://collector:4318", "http://"] {
+        let out = gateway()
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--dev",
+                "--otlp-endpoint",
+                endpoint,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{endpoint}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("bad OTLP endpoint `{endpoint}`"))
+                && stderr.contains("http://HOST:PORT")
+                && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
 }
 
 /// Starts the gateway on a free port with `args`; its address once it serves.

@@ -25,7 +25,10 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, filter::Targets, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+    EnvFilter, Layer as _,
+    filter::{LevelFilter, Targets},
+    layer::SubscriberExt as _,
+    util::SubscriberInitExt as _,
 };
 
 pub use context::{TRACEPARENT, TRACESTATE, TraceContext, current, scope};
@@ -169,18 +172,12 @@ pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
             // The exporter's own HTTP client must not feed spans back into the export.
             .with_filter(
                 Targets::new()
-                    .with_default(tracing::Level::INFO)
-                    .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
-                    .with_target(
-                        "opentelemetry_sdk",
-                        tracing::level_filters::LevelFilter::OFF,
-                    )
-                    .with_target(
-                        "opentelemetry_otlp",
-                        tracing::level_filters::LevelFilter::OFF,
-                    )
-                    .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
-                    .with_target("hyper_util", tracing::level_filters::LevelFilter::OFF),
+                    .with_default(LevelFilter::INFO)
+                    .with_target("opentelemetry", LevelFilter::OFF)
+                    .with_target("opentelemetry_sdk", LevelFilter::OFF)
+                    .with_target("opentelemetry_otlp", LevelFilter::OFF)
+                    .with_target("reqwest", LevelFilter::OFF)
+                    .with_target("hyper_util", LevelFilter::OFF),
             )
     });
     tracing_subscriber::registry()
