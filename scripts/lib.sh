@@ -43,6 +43,26 @@ ensure_tools() {
     fi
 }
 
+# The browser tests (gateway/tests/browser.rs): Debian's Chromium, Node.js, and Playwright
+# at the version tests/browser/package-lock.json pins (npm checks its integrity hash).
+ensure_browser_tools() {
+    local missing=()
+    [ -n "${CHROMIUM_BIN:-}" ] || command -v chromium >/dev/null || missing+=(chromium)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+    local want have
+    want=$(/usr/bin/python3 -c 'import json; print(json.load(open("tests/browser/package-lock.json"))["packages"]["node_modules/playwright-core"]["version"])')
+    have=$(/usr/bin/python3 -c 'import json; print(json.load(open("tests/browser/node_modules/playwright-core/package.json"))["version"])' 2>/dev/null || true)
+    if [ "$want" != "$have" ]; then
+        echo "==> installing playwright-core $want (npm ci in tests/browser)"
+        npm ci --prefix tests/browser --no-audit --no-fund --silent
+    fi
+}
+
 # wrk, the HTTP load generator of scripts/bench (the same one for both gateways).
 ensure_wrk() {
     if ! command -v wrk >/dev/null; then

@@ -4,7 +4,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use rpc::volo_etcd::{ClientOptions, EtcdArgs, TelemetryArgs};
 
-use crate::{ConnectionLimits, CpuThreshold, HeadLimits, Rate, Rates};
+use crate::{ConnectionLimits, CorsArgs, CpuThreshold, HeadLimits, Rate, Rates};
 
 /// The gateway's name as a caller: the `caller` label of RPC metrics, on both sides (it
 /// travels in the TTHeader, as a Kitex client's service name does).
@@ -84,6 +84,14 @@ pub struct Config {
     /// After SIGTERM, how long requests in flight get to finish.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Which pages on other origins may call the API from a browser: --cors-origins,
+    /// --cors-allow-credentials, --cors-max-age.
+    #[command(flatten)]
+    pub cors: CorsArgs,
+    /// The API page at `GET /docs` (Swagger UI on /openapi.json, served from the binary):
+    /// `on` or `off`.
+    #[arg(long, env = "DOCS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub docs: bool,
     /// How it logs and traces: --log-format (text or json), --otlp-endpoint.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

@@ -10,6 +10,8 @@
 //! - module `rejection`: every answer the gateway gives instead of the service's (bad input,
 //!   auth, limits, timeouts), one variant each, turned into a response in one place.
 //! - module `reply`: the JSON bodies: the `{code, message, data}` envelope and `{error}`.
+//! - [`cors`]: which pages on other origins may call the API from a browser.
+//! - module `docs`: the `/docs` page (Swagger UI), served from the binary.
 //! - module `admission`: bounds on URI and headers, rate limits and load shedding, before
 //!   routing.
 //! - [`limits`]: the rate limiters (gateway, client IP, log-ins per IP and per account).
@@ -21,6 +23,8 @@
 
 mod admission;
 mod config;
+pub mod cors;
+mod docs;
 pub mod jwt;
 pub mod limits;
 mod rejection;
@@ -49,10 +53,11 @@ use volo_http::{
 };
 
 use rejection::Rejection;
-use rpc::{runtime::Method, volo_etcd::metrics::Throughput};
+use rpc::volo_etcd::metrics::Throughput;
 
 pub use admission::HeadLimits;
 pub use config::{CALLER_NAME, Config, Secret, parse_size};
+pub use cors::{CorsArgs, CorsError, CorsPolicy};
 pub use jwt::{Jwt, KeyError};
 pub use limits::{Rate, Rates};
 pub use routes::Mounter;
@@ -77,7 +82,7 @@ pub fn request_id(headers: &volo_http::http::HeaderMap) -> &str {
 }
 
 /// The gateway as one volo-http service.
-pub type App = AccessLog<admission::Admission<Router>>;
+pub type App = AccessLog<cors::Cors<admission::Admission<Router>>>;
 
 /// Builds the token keys from the config: the given secret (refused under 32 bytes); without
 /// one, a random secret in development mode (with a warning) and an error otherwise.
@@ -95,9 +100,13 @@ pub fn jwt_from_config(config: &Config) -> Result<Jwt, KeyError> {
     }
 }
 
-/// Every route of the IDL (clients resolved through etcd, built once here), plus `/healthz`
-/// and `/openapi.json`. Call inside a Tokio runtime.
-pub fn app(config: &Config, jwt: Jwt) -> (App, Vec<&'static rpc::runtime::RouteSpec>) {
+/// The gateway as built: the service, and the IDL routes it mounted.
+pub type Built = (App, Vec<&'static rpc::runtime::RouteSpec>);
+
+/// Every route of the IDL (clients resolved through etcd, built once here), plus the gateway's
+/// own paths (`/healthz`, `/openapi.json`, `/metrics`, `/docs`). Call inside a Tokio runtime.
+/// Fails on a CORS configuration that cannot be served.
+pub fn app(config: &Config, jwt: Jwt) -> Result<Built, CorsError> {
     let options = config.client_options();
     app_with(config, jwt, |mounter| rpc::visit_routes(mounter, &options))
 }
@@ -107,7 +116,8 @@ pub fn app_with(
     config: &Config,
     jwt: Jwt,
     visit: impl FnOnce(&mut Mounter),
-) -> (App, Vec<&'static rpc::runtime::RouteSpec>) {
+) -> Result<Built, CorsError> {
+    let cors = Arc::new(config.cors.policy()?);
     let limits = limits::Limits::new(&config.rates());
     let shared = Arc::new(routes::Shared {
         jwt,
@@ -118,13 +128,14 @@ pub fn app_with(
     visit(&mut mounter);
     let mounted = std::mem::take(&mut mounter.mounted);
     // The gateway's own paths (`GATEWAY_PATHS`, which no IDL route may take).
-    let router = Router::new()
-        .route("/healthz", routes::with_allow(get(healthz), &[Method::Get]))
-        .route(
-            "/openapi.json",
-            routes::with_allow(get(openapi), &[Method::Get]),
-        )
-        .route("/metrics", routes::with_allow(get(metrics), &[Method::Get]));
+    let own = routes::Allowed::gateway_path;
+    let mut router = Router::new()
+        .route("/healthz", routes::with_allow(get(healthz), &own()))
+        .route("/openapi.json", routes::with_allow(get(openapi), &own()))
+        .route("/metrics", routes::with_allow(get(metrics), &own()));
+    if config.docs {
+        router = docs::mount(router);
+    }
     let router = mounter
         .into_router(router)
         .fallback(not_found)
@@ -137,13 +148,16 @@ pub fn app_with(
         shedder: shedding::Shedder::new(config.shed_cpu_threshold),
     };
     let access_log = AccessLog {
-        inner: admission,
+        inner: cors::Cors {
+            inner: admission,
+            policy: cors,
+        },
         metrics: Arc::new(Throughput::new(
             "hertz_server_throughput",
             "hertz_server_latency_us",
         )),
     };
-    (access_log, mounted)
+    Ok((access_log, mounted))
 }
 
 /// `METHOD path -> Service.Method [auth]`, one line per route.

@@ -43,7 +43,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .options()
         .validate()
         .context("cannot start: bad etcd options")?;
-    let (app, routes) = gateway::app(&config, jwt);
+    let (app, routes) = gateway::app(&config, jwt).context("cannot start")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

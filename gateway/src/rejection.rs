@@ -27,6 +27,8 @@ pub(crate) enum Rejection {
     RateLimited(Limited),
     /// 503 with `Retry-After`: load shedding, before any work was done.
     Overloaded,
+    /// 403: a browser request from another origin that `--cors-origins` does not allow.
+    OriginNotAllowed,
     /// 404: no route has this path.
     NoRoute,
     /// 405: the path has routes, for these methods only (`Allow`, as RFC 9110 requires).
@@ -99,6 +101,10 @@ impl IntoResponse for Rejection {
                 ),
                 RETRY_AFTER,
                 HeaderValue::from_static("1"),
+            ),
+            Self::OriginNotAllowed => reply::error(
+                StatusCode::FORBIDDEN,
+                "requests from this origin are not allowed (CORS)",
             ),
             Self::NoRoute => reply::error(StatusCode::NOT_FOUND, "no such route"),
             Self::MethodNotAllowed(allow) => with_header(

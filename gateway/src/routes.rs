@@ -1,6 +1,11 @@
 //! Mounting the generated endpoints: one volo-http service per route, holding its client.
 
-use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
+    marker::PhantomData,
+    sync::Arc,
+};
 
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use metainfo::{Forward as _, METAINFO};
@@ -46,8 +51,8 @@ pub(crate) struct Shared {
 /// Collects one `MethodRouter` per path, since several methods may share a path.
 pub struct Mounter {
     shared: Arc<Shared>,
-    /// Each path's router, and its methods for `Allow`.
-    paths: BTreeMap<&'static str, (MethodRouter, Vec<Method>)>,
+    /// Each path's router, and what it allows.
+    paths: BTreeMap<&'static str, (MethodRouter, Allowed)>,
     /// The routes mounted so far, in visit order.
     pub(crate) mounted: Vec<&'static RouteSpec>,
 }
@@ -61,10 +66,10 @@ impl Mounter {
         }
     }
 
-    /// Adds every collected path to `router`; wrong methods answer 405 with a JSON body.
+    /// Adds every collected path to `router` (see [`with_allow`]).
     pub(crate) fn into_router(self, mut router: Router) -> Router {
-        for (path, (router_of_path, methods)) in self.paths {
-            router = router.route(path, with_allow(router_of_path, &methods));
+        for (path, (router_of_path, allowed)) in self.paths {
+            router = router.route(path, with_allow(router_of_path, &allowed));
         }
         router
     }
@@ -90,20 +95,107 @@ impl RouteVisitor for Mounter {
             Method::Options => methods.options_service(service),
         };
         self.mounted.push(route);
-        allowed.push(route.method);
+        allowed.add(route);
         self.paths.insert(route.router_path, (methods, allowed));
     }
 }
 
-/// `methods` of one path, and a JSON 405 naming them in `Allow` for any other method.
-pub(crate) fn with_allow(router: MethodRouter, methods: &[Method]) -> MethodRouter {
-    let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
-    let allow =
-        HeaderValue::from_str(&names.join(", ")).expect("HTTP method names are valid header text");
+/// The request headers the gateway reads on every route (beside each route's own).
+const COMMON_REQUEST_HEADERS: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
+
+/// What one path allows: its methods, and the request headers its routes read. A browser's
+/// CORS preflight is told both.
+#[derive(Debug, Default)]
+pub(crate) struct Allowed {
+    methods: Vec<Method>,
+    /// Lowercase names, beside [`COMMON_REQUEST_HEADERS`].
+    headers: BTreeSet<String>,
+}
+
+impl Allowed {
+    /// One of the gateway's own paths: GET, reading no header of its own.
+    pub(crate) fn gateway_path() -> Allowed {
+        Allowed {
+            methods: vec![Method::Get],
+            headers: BTreeSet::new(),
+        }
+    }
+
+    /// Adds a route of the path: its method, and the headers it reads.
+    fn add(&mut self, route: &RouteSpec) {
+        self.methods.push(route.method);
+        if route.auth {
+            self.headers.insert("authorization".to_owned());
+        }
+        for field in route.fields {
+            match field.source {
+                Source::Body => {
+                    self.headers.insert("content-type".to_owned());
+                }
+                Source::Header => {
+                    self.headers.insert(field.key.to_ascii_lowercase());
+                }
+                Source::Path | Source::Query => {}
+            }
+        }
+    }
+}
+
+/// The routes of one path, answering `OPTIONS` too unless the IDL has it (RFC 9110: `Allow`;
+/// for a CORS preflight, also the methods and headers, see the `cors` module), and a JSON 405
+/// naming the methods in `Allow` for any other method.
+pub(crate) fn with_allow(router: MethodRouter, allowed: &Allowed) -> MethodRouter {
+    let mut names: Vec<&str> = allowed.methods.iter().map(|m| m.as_str()).collect();
+    let router = if allowed.methods.contains(&Method::Options) {
+        router
+    } else {
+        names.push(Method::Options.as_str());
+        let headers: Vec<&str> = COMMON_REQUEST_HEADERS
+            .into_iter()
+            .chain(allowed.headers.iter().map(String::as_str))
+            .collect();
+        router.options_service(OptionsService {
+            allow: header_list(&names),
+            headers: header_list(&headers),
+        })
+    };
+    let allow = header_list(&names);
     router.fallback(move || {
         let allow = allow.clone();
         async move { Rejection::MethodNotAllowed(allow) }
     })
+}
+
+fn header_list(items: &[&str]) -> HeaderValue {
+    HeaderValue::from_str(&items.join(", ")).expect("method and header names are header text")
+}
+
+/// `OPTIONS` on a path: 204 with `Allow`; a CORS preflight also gets the methods and the
+/// request headers allowed (the `cors` layer adds the origin, or refuses it before this).
+#[derive(Clone)]
+struct OptionsService {
+    allow: HeaderValue,
+    headers: HeaderValue,
+}
+
+impl Service<ServerContext, Request> for OptionsService {
+    type Response = Response;
+    type Error = Infallible;
+
+    async fn call(&self, _: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
+        let mut response = Response::default();
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert(header::ALLOW, self.allow.clone());
+        if req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow.clone());
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone());
+        }
+        Ok(response)
+    }
 }
 
 /// One route: auth, body, binding, validation, the RPC, the envelope.

@@ -1,6 +1,8 @@
 //! The `gateway` binary: flags, start-up refusals, route listing and a clean stop on SIGTERM.
 
-use std::{process::Command, time::Duration};
+mod common;
+
+use std::time::Duration;
 
 use test_support::{ChildProcess, wait_until};
 use tokio::{
@@ -9,25 +11,11 @@ use tokio::{
 };
 use volo_http::http::Method;
 
-fn gateway() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    for var in [
-        "JWT_SECRET",
-        "GATEWAY_DEV",
-        "LISTEN",
-        "ETCD_ENDPOINTS",
-        "BODY_LIMIT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RUST_LOG", "info");
-    cmd
-}
+use common::gateway_command;
 
 #[test]
 fn print_routes_lists_the_routes_and_exits() {
-    let out = gateway().arg("--print-routes").output().unwrap();
+    let out = gateway_command().arg("--print-routes").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -46,7 +34,7 @@ fn print_routes_lists_the_routes_and_exits() {
 
 #[test]
 fn a_short_secret_is_refused() {
-    let out = gateway()
+    let out = gateway_command()
         .args(["--listen", "127.0.0.1:0"])
         .env("JWT_SECRET", "Short-Secret-XYZ")
         .output()
@@ -66,7 +54,7 @@ fn a_short_secret_is_refused() {
 
 #[test]
 fn a_missing_secret_is_refused_outside_development_mode() {
-    let out = gateway()
+    let out = gateway_command()
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -80,7 +68,7 @@ fn a_missing_secret_is_refused_outside_development_mode() {
 
 #[test]
 fn a_malformed_etcd_endpoint_stops_the_gateway_at_start() {
-    let out = gateway()
+    let out = gateway_command()
         .args(["--listen", "127.0.0.1:0", "--dev"])
         .args(["--etcd-endpoints", "127.0.0.1:2379,localhost"])
         .output()
@@ -93,10 +81,43 @@ fn a_malformed_etcd_endpoint_stops_the_gateway_at_start() {
     );
 }
 
+/// CORS that cannot be served safely, or an origin no browser sends, stops it with one line.
+#[test]
+fn a_wildcard_with_credentials_or_a_bad_origin_stops_the_gateway_at_start() {
+    for (flags, says) in [
+        (
+            &["--cors-origins", "*", "--cors-allow-credentials"][..],
+            "--cors-origins '*' with --cors-allow-credentials",
+        ),
+        (
+            &["--cors-origins", "https://app.example.com/"][..],
+            "an origin has no path",
+        ),
+    ] {
+        let out = gateway_command()
+            .args(["--listen", "127.0.0.1:0", "--dev"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
+    let out = gateway_command()
+        .args(["--listen", "127.0.0.1:0", "--dev"])
+        .env("CORS_ORIGINS", "*")
+        .env("CORS_ALLOW_CREDENTIALS", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn a_bad_otlp_endpoint_stops_the_gateway_at_start() {
     for endpoint in ["127.0.0.1:4318", "https://collector:4318", "http://"] {
-        let out = gateway()
+        let out = gateway_command()
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -117,32 +138,10 @@ fn a_bad_otlp_endpoint_stops_the_gateway_at_start() {
     }
 }
 
-/// Starts the gateway on a free port with `args`; its address once it serves.
+/// Starts the gateway on a free port with `args`, no etcd behind it; its address once it serves.
 async fn start(args: &[&str]) -> (ChildProcess, String) {
-    let mut cmd = gateway();
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd-endpoints",
-        "127.0.0.1:1",
-        "--dev",
-    ]);
-    cmd.args(args);
-    let child = ChildProcess::spawn(cmd).unwrap();
-    let serving = wait_until(Duration::from_secs(10), || {
-        let out = child.output();
-        async move { out.contains("gateway serving on") }
-    })
-    .await;
-    assert!(serving, "the gateway did not start: {}", child.output());
-    let addr = child
-        .output()
-        .split("gateway serving on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the address in the log")
-        .to_owned();
-    (child, addr)
+    let (child, addr) = common::start_gateway("127.0.0.1:1", args).await;
+    (child, addr.to_string())
 }
 
 /// `GET /healthz` on a connection of its own, with `x-request-id: id`; the whole answer.

@@ -9,7 +9,8 @@ async fn shop_gateway() -> Gateway {
     let config = gateway_config(&["127.0.0.1:1".to_owned()], &[]);
     let options = config.client_options();
     let (app, mounted) =
-        gateway::app_with(&config, jwt(), |m| codegen_tests::visit_routes(m, &options));
+        gateway::app_with(&config, jwt(), |m| codegen_tests::visit_routes(m, &options))
+            .expect("a valid CORS configuration");
     assert_eq!(mounted.len(), codegen_tests::ROUTES.len());
     Gateway::serve(app).await
 }

@@ -46,9 +46,9 @@ async fn unknown_route_is_404_with_json() {
 async fn wrong_method_is_405_with_json_and_allow() {
     let gw = gateway().await;
     for (method, path, allow) in [
-        (Method::GET, "/api/user/register", "POST"),
-        (Method::POST, "/healthz", "GET"),
-        (Method::DELETE, "/api/user/1", "GET"),
+        (Method::GET, "/api/user/register", "POST, OPTIONS"),
+        (Method::POST, "/healthz", "GET, OPTIONS"),
+        (Method::DELETE, "/api/user/1", "GET, OPTIONS"),
     ] {
         let a = gw.send(method, path, &[], None).await;
         a.assert_error(405);

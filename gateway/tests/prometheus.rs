@@ -2,8 +2,11 @@
 //! PromQL returns the counts this test caused: the metrics are what a Prometheus reads, under
 //! the names Kitex and Hertz dashboards query.
 
+mod common;
+
 use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
+use common::{free_addr, start_gateway};
 use contract_tests::{Database, Service};
 use test_support::{ChildProcess, Etcd, Http, wait_until};
 
@@ -18,12 +21,6 @@ fn prometheus_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
 }
 
 /// A Prometheus server scraping `targets` (job name, address) every second; killed on drop.
@@ -110,39 +107,6 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// The gateway binary on a free port, calling the services in `etcd`; its address.
-async fn gateway(etcd: &Etcd) -> (ChildProcess, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    for var in ["JWT_SECRET", "LISTEN", "ETCD_ENDPOINTS"] {
-        command.env_remove(var);
-    }
-    command
-        .args(["--listen", "127.0.0.1:0", "--dev"])
-        .args(["--etcd-endpoints", &etcd.endpoint()])
-        .args([
-            "--login-rate-limit-per-ip",
-            "off",
-            "--shed-cpu-threshold",
-            "off",
-        ])
-        .env("RUST_LOG", "info");
-    let child = ChildProcess::spawn(command).expect("start the gateway");
-    let serving = wait_until(Duration::from_secs(10), || {
-        let out = child.output();
-        async move { out.contains("gateway serving on") }
-    })
-    .await;
-    assert!(serving, "the gateway did not start: {}", child.output());
-    let addr = child
-        .output()
-        .split("gateway serving on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("the address in the log");
-    (child, addr)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_the_stack_and_promql_counts_what_was_sent() {
     let etcd = Etcd::start().await;
@@ -153,7 +117,7 @@ async fn prometheus_scrapes_the_stack_and_promql_counts_what_was_sent() {
         .expect("the metrics listener");
     let database = Database::sqlite();
     let _service = Service::start(&endpoints, &database.url()).await;
-    let (_gateway, gateway_addr) = gateway(&etcd).await;
+    let (_gateway, gateway_addr) = start_gateway(&etcd.endpoint(), &[]).await;
     let http = Http::new(gateway_addr);
     let registered = wait_until(Duration::from_secs(10), || async move {
         http.post_json(

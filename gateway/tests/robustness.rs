@@ -88,7 +88,8 @@ async fn a_request_past_the_deadline_answers_504() {
     let config = gateway_config(&["127.0.0.1:1".to_owned()], &["--request-timeout", "200ms"]);
     let (app, _) = gateway::app_with(&config, jwt(), |m| {
         rpc::runtime::RouteVisitor::visit::<Slow>(m, &())
-    });
+    })
+    .expect("a valid CORS configuration");
     let gw = Gateway::serve(app).await;
     let a = gw.get("/slow", &[]).await;
     a.assert_error(504);
@@ -99,7 +100,8 @@ async fn a_panic_answers_500_and_serving_goes_on() {
     let config = gateway_config(&["127.0.0.1:1".to_owned()], &[]);
     let (app, _) = gateway::app_with(&config, jwt(), |m| {
         rpc::runtime::RouteVisitor::visit::<Boom>(m, &())
-    });
+    })
+    .expect("a valid CORS configuration");
     let gw = Gateway::serve(app).await;
     let a = gw.get("/boom?panic", &[]).await;
     assert_eq!(a.assert_error(500), "internal error");

@@ -33,9 +33,17 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// The paths the gateway serves itself: health, the OpenAPI document, Prometheus metrics. An
-/// IDL route may not take one (the build says so).
-pub const GATEWAY_PATHS: [&str; 3] = ["/healthz", "/openapi.json", "/metrics"];
+/// The paths the gateway serves itself: health, the OpenAPI document, Prometheus metrics, the
+/// API page and its files. An IDL route may not take one (the build says so).
+pub const GATEWAY_PATHS: [&str; 7] = [
+    "/healthz",
+    "/openapi.json",
+    "/metrics",
+    "/docs",
+    "/docs/swagger-ui.css",
+    "/docs/swagger-ui-bundle.js",
+    "/docs/docs.js",
+];
 
 /// The HTTP method of a route: the `api.get`, `api.post`, ... annotations hz reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

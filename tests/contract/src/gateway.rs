@@ -54,7 +54,7 @@ impl Gateway {
     /// The IDL's routes, as `config` says.
     pub async fn start_with(config: &gateway::Config) -> Gateway {
         let jwt = gateway::jwt_from_config(config).expect("a valid secret");
-        let (app, _) = gateway::app(config, jwt);
+        let (app, _) = gateway::app(config, jwt).expect("a valid CORS configuration");
         Gateway::serve_with(app, &config.connection_limits()).await
     }
 
