@@ -300,7 +300,7 @@ where
             Ok(r) => r,
             Err(never) => match never {},
         };
-        if !resp.headers().contains_key(CONTENT_TYPE) {
+        if resp.status() != StatusCode::NO_CONTENT && !resp.headers().contains_key(CONTENT_TYPE) {
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }

@@ -59,7 +59,7 @@ fn a_route_on_a_path_of_the_gateway() {
     assert_eq!(
         errors("gateway_path"),
         [
-            "7:39: route GET /metrics: the gateway serves this path itself (/healthz, /openapi.json, /metrics); choose another"
+            "7:39: route GET /metrics: the gateway serves this path itself (/healthz, /openapi.json, /metrics, /docs, /docs/swagger-ui.css, /docs/swagger-ui-bundle.js, /docs/docs.js); choose another"
         ]
     );
 }
