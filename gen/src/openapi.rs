@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     api::{self, Api, Route},
     idl::{EnumId, Field, Idl, StructId, Type},
+    vd::{self, CmpOp, Expr, ExprKind},
 };
 
 /// The whole document, deterministic for a given IDL.
@@ -500,9 +501,10 @@ fn number_cmp(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 // ---------------------------------------------------------------------------------------------
 // `api.vd` rules as JSON Schema keywords.
 //
-// The rule compiled (the build checked it with `crate::vd`); here only its plain conjuncts are
-// recognised, token by token, and everything else stays a description. Recognising less than
-// the compiler accepts is safe: the gateway still checks the whole rule.
+// The rule compiled (the build checked it with `crate::vd`); here its syntax tree, from the same
+// parser, is read again: its plain conjuncts are recognised and everything else stays a
+// description. Recognising less than the compiler accepts is safe: the gateway still checks
+// the whole rule.
 
 /// What the schema of a value says of one rule.
 #[derive(Debug, Default, PartialEq)]
@@ -520,22 +522,20 @@ pub(crate) struct RuleSchema {
 /// arithmetic and rules on other fields (`(Name)$`) are left out and said so.
 pub(crate) fn rule_schema(rule: &str, ty: &Type) -> RuleSchema {
     let mut out = RuleSchema::default();
-    let Some(toks) = lex(rule) else {
+    // The build compiled the rule with `crate::vd`: it parses.
+    let Ok(expr) = vd::parse(rule) else {
         out.notes.push(
             "It is not written as schema keywords (a form this document does not translate)."
                 .into(),
         );
         return out;
     };
-    let Some(body) = rule_part(&toks) else {
-        return out;
-    };
     let kind = Kind::of(ty);
     let mut left_out = Vec::new();
     let mut byte_lengths = false;
-    for conj in conjuncts(body) {
-        let text = span_text(rule, conj);
-        match atom(conj, &kind) {
+    for conjunct in conjuncts(&expr) {
+        let text = &rule[conjunct.start..conjunct.end];
+        match atom(conjunct, &kind) {
             Some(Atom::Keywords(kw)) => out.keywords.extend(kw),
             Some(Atom::ByteLengths(kw)) => {
                 byte_lengths = true;
@@ -598,218 +598,13 @@ impl Kind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Tok {
-    Dollar,
-    LParen,
-    RParen,
-    Comma,
-    And,
-    Or,
-    Bang,
-    Minus,
-    /// `+ * / %`: arithmetic, never translated.
-    Arith,
-    Cmp(Cmp),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Ident(String),
-    /// `@`, `:` and `;` of the `@:rule; msg:'text'` form.
-    At,
-    Colon,
-    Semi,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Cmp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl Cmp {
-    /// The same comparison with its sides swapped: `1 < $` is `$ > 1`.
-    fn flip(self) -> Cmp {
-        match self {
-            Cmp::Lt => Cmp::Gt,
-            Cmp::Le => Cmp::Ge,
-            Cmp::Gt => Cmp::Lt,
-            Cmp::Ge => Cmp::Le,
-            same => same,
-        }
-    }
-}
-
-/// A token and the bytes of the rule it spans.
-type Spanned = (Tok, usize, usize);
-
-/// The tokens of a rule, as `crate::vd` reads them (strings keep backslashes but for `\'`);
-/// `None` for anything it does not know, which then stays a description.
-fn lex(text: &str) -> Option<Vec<Spanned>> {
-    let b = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let two = |n: u8| b.get(i + 1) == Some(&n);
-        let (tok, len) = match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            b'$' => (Tok::Dollar, 1),
-            b'(' => (Tok::LParen, 1),
-            b')' => (Tok::RParen, 1),
-            b',' => (Tok::Comma, 1),
-            b'@' => (Tok::At, 1),
-            b':' => (Tok::Colon, 1),
-            b';' => (Tok::Semi, 1),
-            b'&' if two(b'&') => (Tok::And, 2),
-            b'|' if two(b'|') => (Tok::Or, 2),
-            b'=' if two(b'=') => (Tok::Cmp(Cmp::Eq), 2),
-            b'!' if two(b'=') => (Tok::Cmp(Cmp::Ne), 2),
-            b'!' => (Tok::Bang, 1),
-            b'<' if two(b'=') => (Tok::Cmp(Cmp::Le), 2),
-            b'<' => (Tok::Cmp(Cmp::Lt), 1),
-            b'>' if two(b'=') => (Tok::Cmp(Cmp::Ge), 2),
-            b'>' => (Tok::Cmp(Cmp::Gt), 1),
-            b'-' => (Tok::Minus, 1),
-            b'+' | b'*' | b'/' | b'%' => (Tok::Arith, 1),
-            b'\'' => {
-                let mut value = String::new();
-                let mut chars = text[i + 1..].char_indices();
-                let end = loop {
-                    match chars.next()? {
-                        (j, '\'') => break j,
-                        (_, '\\') => match chars.next()? {
-                            (_, '\'') => value.push('\''),
-                            (_, c) => {
-                                value.push('\\');
-                                value.push(c);
-                            }
-                        },
-                        (_, c) => value.push(c),
-                    }
-                };
-                (Tok::Str(value), end + 2)
-            }
-            b'0'..=b'9' => {
-                let digits = |from: usize| {
-                    b[from..]
-                        .iter()
-                        .position(|c| !c.is_ascii_digit())
-                        .map_or(b.len(), |n| from + n)
-                };
-                let mut end = digits(i);
-                let float =
-                    b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(|c| c.is_ascii_digit());
-                if float {
-                    end = digits(end + 1);
-                }
-                let s = &text[i..end];
-                let tok = if float {
-                    Tok::Float(s.parse().ok().filter(|f: &f64| f.is_finite())?)
-                } else {
-                    Tok::Int(s.parse().ok()?)
-                };
-                (tok, end - i)
-            }
-            c if c == b'_' || c.is_ascii_alphabetic() => {
-                let len = b[i..]
-                    .iter()
-                    .position(|&c| !(c == b'_' || c == b'.' || c.is_ascii_alphanumeric()))
-                    .unwrap_or(b.len() - i);
-                (Tok::Ident(text[i..i + len].to_string()), len)
-            }
-            _ => return None,
-        };
-        out.push((tok, i, i + len));
-        i += len;
-    }
-    Some(out)
-}
-
-/// The rule of `rule` or `@:rule; msg:'text'` (either order), without the message.
-fn rule_part(toks: &[Spanned]) -> Option<&[Spanned]> {
-    toks.split(|t| t.0 == Tok::Semi).find_map(|seg| match seg {
-        [] => None,
-        [(Tok::Ident(k), ..), (Tok::Colon, ..), ..] if k == "msg" => None,
-        [(Tok::At, ..), (Tok::Colon, ..), rest @ ..] | [(Tok::Colon, ..), rest @ ..] => Some(rest),
-        all => Some(all),
-    })
-}
-
 /// The parts of a rule that must all hold: its `&&` operands, flattened through parentheses.
 /// A part may still be a disjunction (`a || b`), which no keyword can say.
-fn conjuncts(toks: &[Spanned]) -> Vec<&[Spanned]> {
-    let toks = strip_parens(toks);
-    let mut depth = 0i32;
-    let mut cuts = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        match t.0 {
-            Tok::LParen => depth += 1,
-            Tok::RParen => depth -= 1,
-            // `||` binds loosest: at the top it makes the whole part one disjunction.
-            Tok::Or if depth == 0 => return vec![toks],
-            Tok::And if depth == 0 => cuts.push(i),
-            _ => {}
-        }
+fn conjuncts(expr: &Expr) -> Vec<&Expr> {
+    match &expr.kind {
+        ExprKind::And(all) => all.iter().flat_map(conjuncts).collect(),
+        _ => vec![expr],
     }
-    if cuts.is_empty() {
-        return vec![toks];
-    }
-    let mut out = Vec::new();
-    let mut start = 0;
-    for cut in cuts.into_iter().chain([toks.len()]) {
-        out.extend(conjuncts(&toks[start..cut]));
-        start = cut + 1;
-    }
-    out
-}
-
-/// `(x)` → `x`, as often as the outer parentheses enclose everything.
-fn strip_parens(mut toks: &[Spanned]) -> &[Spanned] {
-    while let [(Tok::LParen, ..), inner @ .., (Tok::RParen, ..)] = toks {
-        let mut depth = 0i32;
-        let encloses = inner.iter().all(|t| {
-            match t.0 {
-                Tok::LParen => depth += 1,
-                Tok::RParen => depth -= 1,
-                _ => {}
-            }
-            depth >= 0
-        });
-        if !encloses {
-            break;
-        }
-        toks = inner;
-    }
-    toks
-}
-
-fn span_text<'a>(rule: &'a str, toks: &[Spanned]) -> &'a str {
-    match toks {
-        [first, .., last] => &rule[first.1..last.2],
-        [one] => &rule[one.1..one.2],
-        [] => "",
-    }
-}
-
-/// Whether parentheses balance in `toks` without closing more than they open.
-fn balanced(toks: &[Spanned]) -> bool {
-    let mut depth = 0i32;
-    toks.iter().all(|t| {
-        match t.0 {
-            Tok::LParen => depth += 1,
-            Tok::RParen => depth -= 1,
-            _ => {}
-        }
-        depth >= 0
-    }) && depth == 0
 }
 
 /// Whether a literal can be a value of this kind (the build type-checked it; this only keeps
@@ -832,91 +627,88 @@ enum Atom {
     Regex(String),
 }
 
-/// A number literal, with its sign.
-fn number(toks: &[Spanned]) -> Option<Value> {
-    match toks {
-        [(Tok::Int(n), ..)] => Some(json!(n)),
-        [(Tok::Float(f), ..)] => Some(json!(f)),
-        [(Tok::Minus, ..), (Tok::Int(n), ..)] => Some(json!(n.checked_neg()?)),
-        [(Tok::Minus, ..), (Tok::Float(f), ..)] => Some(json!(-f)),
-        _ => None,
-    }
+/// A literal `==`, `!=` and `in()` may compare with, a number with its sign.
+fn literal(expr: &Expr) -> Option<Value> {
+    Some(match &expr.kind {
+        ExprKind::Str(s) => json!(s),
+        ExprKind::Bool(b) => json!(b),
+        ExprKind::Int(n) => json!(n),
+        ExprKind::Float(f) => json!(f),
+        ExprKind::Neg(x) => match x.kind {
+            ExprKind::Int(n) => json!(n.checked_neg()?),
+            ExprKind::Float(f) => json!(-f),
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
-/// Any literal `in()` or `==` may compare with.
-fn literal(toks: &[Spanned]) -> Option<Value> {
-    match toks {
-        [(Tok::Str(s), ..)] => Some(json!(s)),
-        [(Tok::Ident(b), ..)] if b == "true" || b == "false" => Some(json!(b == "true")),
-        _ => number(toks),
-    }
+fn is_field(expr: &Expr) -> bool {
+    matches!(expr.kind, ExprKind::Cur)
 }
 
 /// `len($)`, `len()`, `mblen($)`, `mblen()`: whether it counts characters.
-fn length_of_field(toks: &[Spanned]) -> Option<bool> {
-    match toks {
-        [(Tok::Ident(f), ..), (Tok::LParen, ..), (Tok::RParen, ..)]
-        | [
-            (Tok::Ident(f), ..),
-            (Tok::LParen, ..),
-            (Tok::Dollar, ..),
-            (Tok::RParen, ..),
-        ] if f == "len" || f == "mblen" => Some(f == "mblen"),
+fn length_of_field(expr: &Expr) -> Option<bool> {
+    match &expr.kind {
+        ExprKind::Len { chars, arg } if arg.as_deref().is_none_or(is_field) => Some(*chars),
         _ => None,
     }
 }
 
-fn atom(toks: &[Spanned], kind: &Kind) -> Option<Atom> {
-    // After splitting, `&&` or `||` is left only inside a disjunction or parentheses.
-    if toks.iter().any(|t| matches!(t.0, Tok::And | Tok::Or)) {
-        return None;
-    }
+fn atom(expr: &Expr, kind: &Kind) -> Option<Atom> {
     let kw = |k: &str, v: Value| Some(Atom::Keywords(vec![(k.to_string(), v)]));
-    match toks {
-        [(Tok::Dollar, ..)] if matches!(kind, Kind::Bool) => return kw("const", json!(true)),
-        [(Tok::Bang, ..), (Tok::Dollar, ..)] if matches!(kind, Kind::Bool) => {
-            return kw("const", json!(false));
+    match &expr.kind {
+        ExprKind::Cur if matches!(kind, Kind::Bool) => kw("const", json!(true)),
+        ExprKind::Not(x) if is_field(x) && matches!(kind, Kind::Bool) => kw("const", json!(false)),
+        ExprKind::Regexp { pattern, arg }
+            if arg.as_deref().is_none_or(is_field) && matches!(kind, Kind::String) =>
+        {
+            Some(match ecma_pattern(pattern) {
+                Some(ecma) => Atom::Keywords(vec![("pattern".into(), json!(ecma))]),
+                None => Atom::Regex(pattern.clone()),
+            })
         }
-        [
-            (Tok::Ident(f), ..),
-            (Tok::LParen, ..),
-            args @ ..,
-            (Tok::RParen, ..),
-        ] if balanced(args) => {
-            return call(f, args, kind);
+        ExprKind::In(args) => {
+            let (subject, candidates) = args.split_first()?;
+            if !is_field(subject) {
+                return None;
+            }
+            let values: Option<Vec<Value>> = candidates
+                .iter()
+                .map(|c| literal(c).filter(|v| fits(v, kind)))
+                .collect();
+            kw("enum", Value::Array(values?))
         }
-        _ => {}
-    }
-    // A comparison: `lhs op rhs`, at the top (no `(`, since a conjunct is a single operand).
-    let at = toks.iter().position(|t| matches!(t.0, Tok::Cmp(_)))?;
-    let Tok::Cmp(op) = toks[at].0 else {
-        return None;
-    };
-    let (lhs, rhs) = (&toks[..at], &toks[at + 1..]);
-    let (subject, op, other) = match (lhs, rhs) {
-        ([(Tok::Dollar, ..)], _) => (None, op, rhs),
-        (_, [(Tok::Dollar, ..)]) => (None, op.flip(), lhs),
-        _ => match (length_of_field(lhs), length_of_field(rhs)) {
-            (Some(chars), None) => (Some(chars), op, rhs),
-            (None, Some(chars)) => (Some(chars), op.flip(), lhs),
-            _ => return None,
-        },
-    };
-    match subject {
-        None => compare(op, literal(other)?, kind),
-        Some(chars) => lengths(op, other, chars, kind),
+        ExprKind::Cmp(op, lhs, rhs) => {
+            let (length, op, other) = if is_field(lhs) {
+                (None, *op, rhs)
+            } else if is_field(rhs) {
+                (None, op.swapped(), lhs)
+            } else {
+                match (length_of_field(lhs), length_of_field(rhs)) {
+                    (Some(chars), None) => (Some(chars), *op, rhs),
+                    (None, Some(chars)) => (Some(chars), op.swapped(), lhs),
+                    _ => return None,
+                }
+            };
+            match length {
+                None => compare(op, literal(other)?, kind),
+                Some(chars) => lengths(op, other, chars, kind),
+            }
+        }
+        _ => None,
     }
 }
 
 /// `$ op value`.
-fn compare(op: Cmp, value: Value, kind: &Kind) -> Option<Atom> {
+fn compare(op: CmpOp, value: Value, kind: &Kind) -> Option<Atom> {
     if !fits(&value, kind) {
         return None;
     }
     let numeric = value.is_number();
     let key = match op {
-        Cmp::Eq => "const",
-        Cmp::Ne => {
+        CmpOp::Eq => "const",
+        CmpOp::Ne => {
             return Some(Atom::Keywords(vec![(
                 "not".into(),
                 json!({ "const": value }),
@@ -924,30 +716,29 @@ fn compare(op: Cmp, value: Value, kind: &Kind) -> Option<Atom> {
         }
         // Ordering of strings is bytewise in Go and has no JSON Schema keyword.
         _ if !(numeric && kind.numeric()) => return None,
-        Cmp::Gt => "exclusiveMinimum",
-        Cmp::Ge => "minimum",
-        Cmp::Lt => "exclusiveMaximum",
-        Cmp::Le => "maximum",
+        CmpOp::Gt => "exclusiveMinimum",
+        CmpOp::Ge => "minimum",
+        CmpOp::Lt => "exclusiveMaximum",
+        CmpOp::Le => "maximum",
     };
     Some(Atom::Keywords(vec![(key.into(), value)]))
 }
 
 /// `len($) op n` or `mblen($) op n`, as bounds on the count: characters (`mblen`), bytes of a
 /// string (`len`, only implied), array items or object properties (`len`, exact).
-fn lengths(op: Cmp, n: &[Spanned], chars: bool, kind: &Kind) -> Option<Atom> {
+fn lengths(op: CmpOp, n: &Expr, chars: bool, kind: &Kind) -> Option<Atom> {
     // Counts are integers: `len($) > 1.5` stays a description rather than rounding here.
-    let n = i128::from(match n {
-        [(Tok::Int(n), ..)] => *n,
-        [(Tok::Minus, ..), (Tok::Int(n), ..)] => n.checked_neg()?,
+    let n = i128::from(match literal(n)? {
+        Value::Number(n) => n.as_i64()?,
         _ => return None,
     });
     let (lo, hi) = match op {
-        Cmp::Eq => (Some(n), Some(n)),
-        Cmp::Ge => (Some(n), None),
-        Cmp::Gt => (Some(n + 1), None),
-        Cmp::Le => (None, Some(n)),
-        Cmp::Lt => (None, Some(n - 1)),
-        Cmp::Ne => return None,
+        CmpOp::Eq => (Some(n), Some(n)),
+        CmpOp::Ge => (Some(n), None),
+        CmpOp::Gt => (Some(n + 1), None),
+        CmpOp::Le => (None, Some(n)),
+        CmpOp::Lt => (None, Some(n - 1)),
+        CmpOp::Ne => return None,
     };
     // An upper bound below 0 refuses every value: no length keyword can say that.
     if hi.is_some_and(|h| h < 0) {
@@ -991,29 +782,6 @@ fn lengths(op: Cmp, n: &[Spanned], chars: bool, kind: &Kind) -> Option<Atom> {
             push("minProperties", lo);
             push("maxProperties", hi);
             Some(Atom::Keywords(kw))
-        }
-        _ => None,
-    }
-}
-
-/// `regexp('p')`, `regexp('p', $)`, `in($, a, b, ...)`.
-fn call(name: &str, args: &[Spanned], kind: &Kind) -> Option<Atom> {
-    let args: Vec<&[Spanned]> = args.split(|t| t.0 == Tok::Comma).collect();
-    match (name, args.as_slice()) {
-        ("regexp", [[(Tok::Str(p), ..)]] | [[(Tok::Str(p), ..)], [(Tok::Dollar, ..)]])
-            if matches!(kind, Kind::String) =>
-        {
-            Some(match ecma_pattern(p) {
-                Some(pattern) => Atom::Keywords(vec![("pattern".into(), json!(pattern))]),
-                None => Atom::Regex(p.clone()),
-            })
-        }
-        ("in", [[(Tok::Dollar, ..)], candidates @ ..]) if !candidates.is_empty() => {
-            let values: Option<Vec<Value>> = candidates
-                .iter()
-                .map(|c| literal(c).filter(|v| fits(v, kind)))
-                .collect();
-            Some(Atom::Keywords(vec![("enum".into(), Value::Array(values?))]))
         }
         _ => None,
     }

@@ -41,7 +41,7 @@ impl Token {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CmpOp {
+pub(crate) enum CmpOp {
     Eq,
     Ne,
     Lt,
@@ -59,6 +59,17 @@ impl CmpOp {
             CmpOp::Le => "<=",
             CmpOp::Gt => ">",
             CmpOp::Ge => ">=",
+        }
+    }
+
+    /// The same comparison with its sides swapped: `1 < $` is `$ > 1`.
+    pub(crate) fn swapped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            same => same,
         }
     }
 
@@ -98,7 +109,7 @@ impl CmpOp {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ArOp {
+pub(crate) enum ArOp {
     Add,
     Sub,
     Mul,
@@ -118,7 +129,10 @@ impl ArOp {
     }
 }
 
-pub(super) fn lex(text: &str, base: usize) -> Result<Vec<(Token, usize)>, VdError> {
+/// A token and the bytes it spans, as offsets into the annotation.
+pub(super) type Spanned = (Token, usize, usize);
+
+pub(super) fn lex(text: &str, base: usize) -> Result<Vec<Spanned>, VdError> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(c) = text[i..].chars().next() {
@@ -181,10 +195,10 @@ pub(super) fn lex(text: &str, base: usize) -> Result<Vec<(Token, usize)>, VdErro
             }
             (c, _) => return Err(err(at, format!("unexpected character `{c}`"))),
         };
-        out.push((tok, at));
+        out.push((tok, at, at + len));
         i += len;
     }
-    out.push((Token::End, base + text.len()));
+    out.push((Token::End, base + text.len(), base + text.len()));
     Ok(out)
 }
 

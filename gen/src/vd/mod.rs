@@ -88,6 +88,9 @@ use lex::lex;
 use parse::Parser;
 use tag::{parse_message, split_tag};
 
+pub(crate) use lex::CmpOp;
+pub(crate) use parse::{Expr, ExprKind};
+
 /// Static type of a value an expression can see (from the Thrift field type).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VdType {
@@ -172,6 +175,13 @@ pub fn compile(expr: &str, fields: &[VdField<'_>], current: usize) -> Result<Rul
         message,
         reads: checker.reads(),
     })
+}
+
+/// The syntax tree of one annotation's rule (its message left out), not type-checked: for
+/// readers of the rule's shape, such as the OpenAPI document. Offsets are into `expr`.
+pub(crate) fn parse(expr: &str) -> Result<Expr, VdError> {
+    let (rule, _) = split_tag(expr)?;
+    Parser::new(lex(rule.text, rule.at)?).parse()
 }
 
 fn err(offset: usize, message: impl Into<String>) -> VdError {

@@ -1,6 +1,6 @@
 //! Syntax tree: the parser builds it from tokens, with go-tagexpr's precedence.
 
-use super::lex::{ArOp, CmpOp, Token};
+use super::lex::{ArOp, CmpOp, Spanned, Token};
 use super::{VdError, err};
 
 /// Deepest nesting accepted; real rules stay far below it, and it keeps recursion bounded.
@@ -8,18 +8,21 @@ const MAX_DEPTH: u32 = 64;
 
 const SUPPORTED_FUNCS: &str = "len, mblen, regexp, in";
 
+/// A node of the tree; offsets are into the annotation.
 #[derive(Debug)]
-pub(super) struct Expr {
+pub(crate) struct Expr {
     /// Where errors about the operation point: an operator, a function name, a field's name.
     pub(super) at: usize,
     /// Where the operand starts, for errors about it as a whole.
-    pub(super) start: usize,
+    pub(crate) start: usize,
+    /// Where it ends (parentheses around it not included, as in `start`).
+    pub(crate) end: usize,
     depth: u32,
-    pub(super) kind: ExprKind,
+    pub(crate) kind: ExprKind,
 }
 
 #[derive(Debug)]
-pub(super) enum ExprKind {
+pub(crate) enum ExprKind {
     Cur,
     Field(String),
     Int(i64),
@@ -45,10 +48,11 @@ pub(super) enum ExprKind {
 }
 
 impl Expr {
-    fn leaf(at: usize, kind: ExprKind) -> Expr {
+    fn leaf((at, end): (usize, usize), kind: ExprKind) -> Expr {
         Expr {
             at,
             start: at,
+            end,
             depth: 1,
             kind,
         }
@@ -69,9 +73,11 @@ impl Expr {
             return Err(err(at, "expression nested too deeply"));
         }
         let start = children.iter().map(|c| c.start).fold(at, usize::min);
+        let end = children.iter().map(|c| c.end).fold(at, usize::max);
         Ok(Expr {
             at,
             start,
+            end,
             depth,
             kind,
         })
@@ -79,14 +85,14 @@ impl Expr {
 }
 
 pub(super) struct Parser {
-    toks: Vec<(Token, usize)>,
+    toks: Vec<Spanned>,
     pos: usize,
     /// Open recursive calls, bounded so that no input can overflow the stack.
     nest: u32,
 }
 
 impl Parser {
-    pub(super) fn new(toks: Vec<(Token, usize)>) -> Parser {
+    pub(super) fn new(toks: Vec<Spanned>) -> Parser {
         Parser {
             toks,
             pos: 0,
@@ -118,6 +124,14 @@ impl Parser {
             self.pos += 1;
         }
         (tok, at)
+    }
+
+    /// Where the last token taken ends.
+    fn taken_end(&self) -> usize {
+        self.pos
+            .checked_sub(1)
+            .and_then(|last| self.toks.get(last))
+            .map_or(0, |t| t.2)
     }
 
     pub(super) fn parse(mut self) -> Result<Expr, VdError> {
@@ -224,8 +238,9 @@ impl Parser {
 
     fn primary(&mut self) -> Result<Expr, VdError> {
         let (tok, at) = self.bump();
+        let span = (at, self.taken_end());
         match tok {
-            Token::Dollar => Ok(Expr::leaf(at, ExprKind::Cur)),
+            Token::Dollar => Ok(Expr::leaf(span, ExprKind::Cur)),
             Token::LParen => {
                 if let (Token::Ident(name), Token::RParen, Token::Dollar) =
                     (self.peek(), self.nth(1), self.nth(2))
@@ -241,6 +256,7 @@ impl Parser {
                     return Ok(Expr {
                         at: name_at,
                         start: at,
+                        end: self.taken_end(),
                         depth: 1,
                         kind: ExprKind::Field(name),
                     });
@@ -249,13 +265,13 @@ impl Parser {
                 self.close(at)?;
                 Ok(inner)
             }
-            Token::Int(n) => Ok(Expr::leaf(at, ExprKind::Int(n))),
-            Token::Float(f) => Ok(Expr::leaf(at, ExprKind::Float(f))),
-            Token::Str(s) => Ok(Expr::leaf(at, ExprKind::Str(s))),
+            Token::Int(n) => Ok(Expr::leaf(span, ExprKind::Int(n))),
+            Token::Float(f) => Ok(Expr::leaf(span, ExprKind::Float(f))),
+            Token::Str(s) => Ok(Expr::leaf(span, ExprKind::Str(s))),
             Token::Ident(name) => match name.as_str() {
-                "true" => Ok(Expr::leaf(at, ExprKind::Bool(true))),
-                "false" => Ok(Expr::leaf(at, ExprKind::Bool(false))),
-                "nil" => Ok(Expr::leaf(at, ExprKind::Nil)),
+                "true" => Ok(Expr::leaf(span, ExprKind::Bool(true))),
+                "false" => Ok(Expr::leaf(span, ExprKind::Bool(false))),
+                "nil" => Ok(Expr::leaf(span, ExprKind::Nil)),
                 _ if *self.peek() == Token::LParen => self.call(&name, at),
                 _ => Err(err(
                     at,
@@ -328,19 +344,18 @@ impl Parser {
             }
         }
         let n = args.len();
+        let end = self.taken_end();
+        let node = |kind| Expr::node(at, kind).map(|e| Expr { end, ..e });
         match name {
             "len" | "mblen" => {
                 if n > 1 {
                     return Err(err(at, format!("{name}() takes one argument, found {n}")));
                 }
                 let arg = args.pop().map(Box::new);
-                Expr::node(
-                    at,
-                    ExprKind::Len {
-                        chars: name == "mblen",
-                        arg,
-                    },
-                )
+                node(ExprKind::Len {
+                    chars: name == "mblen",
+                    arg,
+                })
             }
             "regexp" => {
                 if n == 0 || n > 2 {
@@ -375,7 +390,7 @@ impl Parser {
                         format!("invalid regular expression: {}", regex_reason(&e)),
                     ));
                 }
-                Expr::node(at, ExprKind::Regexp { pattern, arg })
+                node(ExprKind::Regexp { pattern, arg })
             }
             _ => {
                 if n < 2 {
@@ -386,7 +401,7 @@ impl Parser {
                         ),
                     ));
                 }
-                Expr::node(at, ExprKind::In(args))
+                node(ExprKind::In(args))
             }
         }
     }

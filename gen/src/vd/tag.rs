@@ -112,12 +112,12 @@ pub(super) fn parse_message(part: &Part<'_>) -> Result<Option<String>, VdError> 
     let toks = lex(part.text, part.at)?;
     match toks.as_slice() {
         // go-tagexpr treats an empty message as none.
-        [(Token::Str(s), _), (Token::End, _)] => Ok((!s.is_empty()).then(|| s.clone())),
-        [(Token::Ident(name), at), ..] if name == "sprintf" => Err(err(
+        [(Token::Str(s), ..), (Token::End, ..)] => Ok((!s.is_empty()).then(|| s.clone())),
+        [(Token::Ident(name), at, _), ..] if name == "sprintf" => Err(err(
             *at,
             "sprintf() messages are not supported; write a plain string: msg:'text'",
         )),
-        [(Token::Str(_), _), (_, at), ..] | [(_, at), ..] => Err(err(
+        [(Token::Str(_), ..), (_, at, _), ..] | [(_, at, _), ..] => Err(err(
             *at,
             "a message is one string in single quotes, e.g. msg:'too long'",
         )),
