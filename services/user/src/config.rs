@@ -43,8 +43,9 @@ pub struct Config {
     /// queue. Default: the number of cores.
     #[arg(long, env = "HASH_CONCURRENCY", default_value_t = default_concurrency())]
     pub hash_concurrency: NonZeroUsize,
-    /// How long a registration or login waits for a hashing thread before it is refused with
-    /// ServiceErr "busy" (keep it below the callers' RPC timeout).
+    /// The longest a registration or login may take, waiting for a hashing thread and
+    /// hashing, before it is refused with ServiceErr "busy" (the caller's deadline, when
+    /// sooner, bounds it too).
     #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
     /// How it logs and traces: --log-format (text or json), --otlp-endpoint.

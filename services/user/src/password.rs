@@ -4,8 +4,11 @@
 //! of logins takes every core and gigabytes, starving every other call, and keeps hashing for
 //! callers that gave up long ago. So a [`Hasher`] owns a fixed pool of `concurrency` threads
 //! that do all the hashing, each with its own 19 MiB of working memory, allocated once; calls
-//! queue for them, and one that waited longer than `queue_timeout` is refused with
-//! [`PasswordError::Busy`] (its caller's deadline is near or gone by then).
+//! queue for them, and one that cannot finish in time is refused with [`PasswordError::Busy`]:
+//! at once when the queue ahead of it already takes longer than its time (the caller's deadline,
+//! at most `queue_timeout`), else when a thread takes it too late to finish. A hash that would
+//! end after its caller gave up is work for no one, and its wait is latency for everyone behind
+//! it.
 //!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
@@ -14,7 +17,11 @@
 use std::{
     num::NonZeroUsize,
     panic::AssertUnwindSafe,
-    sync::{Arc, LazyLock, Mutex, mpsc},
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -32,8 +39,9 @@ pub enum PasswordError {
     StoredHash(password_hash::Error),
     #[error("the hashing thread panicked")]
     Panicked,
-    /// Waited `queue_timeout` for a hashing thread: the service is overloaded with hashes.
-    #[error("no hashing thread free within {0:?}")]
+    /// Could not be hashed within its time (the caller's deadline, at most `queue_timeout`):
+    /// the service is overloaded with hashes.
+    #[error("no hashing thread could finish it within {0:?}")]
     Busy(Duration),
 }
 
@@ -46,14 +54,55 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 pub struct Hasher {
     /// The queue the pool's threads take work from.
     jobs: mpsc::Sender<Job>,
-    /// How long a call may wait in the queue before it is refused.
+    /// The longest a call may take from its arrival to the end of its hash.
     queue_timeout: Duration,
+    pace: Arc<Pace>,
+}
+
+/// How busy the pool is: what a new call can expect.
+#[derive(Debug)]
+struct Pace {
+    threads: usize,
+    /// Calls queued and not yet taken by a thread.
+    waiting: AtomicUsize,
+    /// How long a hash has lately taken, in microseconds (a moving average; 0 before the
+    /// first).
+    hash_us: AtomicU64,
+}
+
+impl Pace {
+    fn hash_time(&self) -> Duration {
+        Duration::from_micros(self.hash_us.load(Ordering::Relaxed))
+    }
+
+    /// When a call arriving now would end: the queue ahead of it shared by the threads, then
+    /// its own hash.
+    fn expected(&self) -> Duration {
+        let ahead = self.waiting.load(Ordering::Relaxed) / self.threads;
+        self.hash_time() * u32::try_from(ahead + 1).unwrap_or(u32::MAX)
+    }
+
+    fn took(&self, hash: Duration) {
+        let us = u64::try_from(hash.as_micros()).unwrap_or(u64::MAX);
+        // One eighth of the new one: steady under jitter, yet a slower machine shows in a
+        // dozen hashes.
+        let _ = self
+            .hash_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { us } else { old - old / 8 + us / 8 })
+            });
+    }
 }
 
 impl Hasher {
     pub fn new(concurrency: NonZeroUsize, queue_timeout: Duration) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let pace = Arc::new(Pace {
+            threads: concurrency.get(),
+            waiting: AtomicUsize::new(0),
+            hash_us: AtomicU64::new(0),
+        });
         for n in 0..concurrency.get() {
             let queue = queue.clone();
             std::thread::Builder::new()
@@ -71,6 +120,7 @@ impl Hasher {
         Self {
             jobs,
             queue_timeout,
+            pace,
         }
     }
 
@@ -96,9 +146,9 @@ impl Hasher {
         .await?
     }
 
-    /// Runs `work` on a pool thread. A call whose caller has gone by the time a thread takes
-    /// it (its future dropped, or the deadline it sent passed) is skipped; one that waited
-    /// past `queue_timeout` is refused.
+    /// Runs `work` on a pool thread, if it can finish within the caller's deadline (at most
+    /// `queue_timeout`). A call whose caller has gone by the time a thread takes it (its
+    /// future dropped) is skipped.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
@@ -107,12 +157,15 @@ impl Hasher {
             Some(left) => left.min(self.queue_timeout),
             None => self.queue_timeout,
         };
+        if self.pace.expected() > timeout {
+            return Err(PasswordError::Busy(timeout));
+        }
         self.enqueue(work, timeout)
             .await
             .map_err(|_| PasswordError::Panicked)?
     }
 
-    /// Queues `work` now, to be started within `timeout`; the answer arrives on the receiver.
+    /// Queues `work` now, to be finished within `timeout`; the answer arrives on the receiver.
     fn enqueue<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
@@ -120,15 +173,21 @@ impl Hasher {
     ) -> oneshot::Receiver<Result<T, PasswordError>> {
         let (answer, answered) = oneshot::channel();
         let deadline = Instant::now() + timeout;
+        let pace = self.pace.clone();
+        pace.waiting.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move |memory| {
+            pace.waiting.fetch_sub(1, Ordering::Relaxed);
             if answer.is_closed() {
                 return;
             }
-            let result = if Instant::now() > deadline {
+            let started = Instant::now();
+            let result = if started + pace.hash_time() > deadline {
                 Err(PasswordError::Busy(timeout))
             } else {
-                std::panic::catch_unwind(AssertUnwindSafe(|| work(memory)))
-                    .map_err(|_| PasswordError::Panicked)
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(memory)))
+                    .map_err(|_| PasswordError::Panicked);
+                pace.took(started.elapsed());
+                result
             };
             let _ = answer.send(result);
         });
@@ -353,6 +412,44 @@ mod tests {
             matches!(shed, Err(PasswordError::Busy(d)) if d <= Duration::from_millis(50)),
             "{shed:?}"
         );
+    }
+
+    /// With hashes taking 100 ms and two calls queued behind a busy thread, a caller with
+    /// 150 ms left is refused at once, not after waiting for its place.
+    #[tokio::test]
+    async fn a_call_the_queue_cannot_finish_in_time_is_refused_at_once() {
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        hasher.pace.took(Duration::from_millis(100));
+        let (release, held) = mpsc::channel::<()>();
+        let (start, started) = oneshot::channel();
+        let busy = hasher.enqueue(
+            move |_| {
+                let _ = start.send(());
+                held.recv().is_err()
+            },
+            Duration::from_secs(60),
+        );
+        started.await.expect("the busy job starts");
+        let queued: Vec<_> = (0..2)
+            .map(|_| hasher.enqueue(|_| (), Duration::from_secs(60)))
+            .collect();
+        let queue = hasher.clone();
+        let call = rpc::runtime::deadline::within(Duration::from_millis(150), async move {
+            queue.run(|_| "hashed").await
+        });
+        // Refused without a thread: the busy one is held until after the answer.
+        let refused = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("an answer while every thread is busy");
+        assert!(
+            matches!(refused, Err(PasswordError::Busy(d)) if d <= Duration::from_millis(150)),
+            "{refused:?}"
+        );
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        for job in queued {
+            job.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

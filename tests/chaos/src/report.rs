@@ -57,12 +57,18 @@ pub fn markdown(header: &Header, outcomes: &[Outcome]) -> String {
     let _ = writeln!(
         out,
         "`{}` on {}: {} requests/s open loop through the gateway ({}), two user-service \
-         replicas on one SQLite file (replica b behind a TCP proxy in the harness), debug \
+         replicas on one SQLite file (replica b behind a TCP proxy in the harness), {} \
          builds; {:.0} s in all. Gateway flags: `{}`.\n",
         header.command,
         header.date,
         header.rate,
         header.mix,
+        // The harness is built with the stack, in the same profile.
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         header.seconds,
         if header.gateway_args.is_empty() {
             "(defaults)"
