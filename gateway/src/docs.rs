@@ -16,7 +16,7 @@ use volo_http::{
 use crate::routes::{Allowed, with_allow};
 
 /// The page and its three files, each at a path of its own (in `GATEWAY_PATHS`).
-pub(crate) const PAGE: &str = "/docs";
+const PAGE: &str = "/docs";
 const CSS: &str = "/docs/swagger-ui.css";
 const BUNDLE: &str = "/docs/swagger-ui-bundle.js";
 const INIT: &str = "/docs/docs.js";

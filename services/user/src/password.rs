@@ -347,11 +347,14 @@ mod tests {
         assert!(matches!(verified, Err(PasswordError::StoredHash(_))));
     }
 
-    #[tokio::test]
-    async fn a_call_that_waited_too_long_is_refused_and_a_gone_one_skipped() {
-        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
-        let (long, short) = (Duration::from_secs(60), Duration::from_millis(1));
-        // The only thread, kept busy from `started` until `release` is dropped.
+    /// Keeps the only thread of `hasher` busy until the sender returned is dropped; the
+    /// receiver then answers `true`.
+    async fn hold_the_thread(
+        hasher: &Hasher,
+    ) -> (
+        mpsc::Sender<()>,
+        oneshot::Receiver<Result<bool, PasswordError>>,
+    ) {
         let (release, held) = mpsc::channel::<()>();
         let (start, started) = oneshot::channel();
         let busy = hasher.enqueue(
@@ -359,9 +362,17 @@ mod tests {
                 let _ = start.send(());
                 held.recv().is_err()
             },
-            long,
+            Duration::from_secs(60),
         );
         started.await.expect("the busy job starts");
+        (release, busy)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_too_long_is_refused_and_a_gone_one_skipped() {
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        let (long, short) = (Duration::from_secs(60), Duration::from_millis(1));
+        let (release, busy) = hold_the_thread(&hasher).await;
         let late = hasher.enqueue(|_| "hashed", short);
         let gone_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ran = gone_ran.clone();
@@ -388,16 +399,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_whose_caller_gives_up_first_is_shed_at_its_deadline() {
         let hasher = Hasher::new(threads(1), Duration::from_secs(60));
-        let (release, held) = mpsc::channel::<()>();
-        let (start, started) = oneshot::channel();
-        let busy = hasher.enqueue(
-            move |_| {
-                let _ = start.send(());
-                held.recv().is_err()
-            },
-            Duration::from_secs(60),
-        );
-        started.await.expect("the busy job starts");
+        let (release, busy) = hold_the_thread(&hasher).await;
         // The caller waits 50 ms, far less than the 60 s queue timeout.
         let queued = hasher.clone();
         let call = rpc::runtime::deadline::within(Duration::from_millis(50), async move {
@@ -420,16 +422,7 @@ mod tests {
     async fn a_call_the_queue_cannot_finish_in_time_is_refused_at_once() {
         let hasher = Hasher::new(threads(1), Duration::from_secs(60));
         hasher.pace.took(Duration::from_millis(100));
-        let (release, held) = mpsc::channel::<()>();
-        let (start, started) = oneshot::channel();
-        let busy = hasher.enqueue(
-            move |_| {
-                let _ = start.send(());
-                held.recv().is_err()
-            },
-            Duration::from_secs(60),
-        );
-        started.await.expect("the busy job starts");
+        let (release, busy) = hold_the_thread(&hasher).await;
         let queued: Vec<_> = (0..2)
             .map(|_| hasher.enqueue(|_| (), Duration::from_secs(60)))
             .collect();
