@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -24,7 +24,7 @@ use metainfo::{METAINFO, MetaInfo};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Notify, Semaphore, watch},
     task::JoinSet,
     time::Instant,
 };
@@ -66,6 +66,21 @@ pub async fn serve_until(
     // hyper's buffer bounds the head: it must hold at least 8 KiB (hyper's minimum).
     http.max_buf_size(limits.max_header_bytes.saturating_mul(4).max(8192));
     tokio::pin!(shutdown);
+    let spawn = |connections: &mut JoinSet<()>, stream: TcpStream, peer, slot| {
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            app: app.clone(),
+            peer: Address::from(peer),
+            activity: Arc::new(Activity::new()),
+        };
+        let http = http.clone();
+        let limits = limits.clone();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            connection.serve(stream, http, &limits, stopping).await;
+            drop(slot);
+        });
+    };
     loop {
         let slot = tokio::select! {
             () = &mut shutdown => break,
@@ -83,24 +98,27 @@ pub async fn serve_until(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            app: app.clone(),
-            peer: Address::from(peer),
-            activity: Arc::new(Activity::new()),
-        };
-        let http = http.clone();
-        let limits = limits.clone();
-        let stopping = stopping.clone();
-        connections.spawn(async move {
-            connection.serve(stream, http, &limits, stopping).await;
-            drop(slot);
-        });
+        spawn(&mut connections, stream, peer, slot);
         // Reap finished connections so the set does not grow with every one ever served.
         while connections.try_join_next().is_some() {}
     }
+    // Clients in the listen backlog have connected, and may have sent their request: serve
+    // them (within the connection bound) rather than reset them when the listener closes.
+    let backlog = listener.into_std();
+    while let (Ok(listener), Ok(slot)) = (&backlog, slots.clone().try_acquire_owned()) {
+        let Ok((stream, peer)) = listener.accept() else {
+            break;
+        };
+        match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => spawn(&mut connections, stream, peer, slot),
+            Err(e) => tracing::warn!(error = %e, "could not serve a connection from the backlog"),
+        }
+    }
     // Refuse new connections from now on: the kernel answers RST to a closed port's SYN.
-    drop(listener);
+    drop(backlog);
     let _ = stop.send(true);
     let open = connections.len();
     if open > 0 {
@@ -181,12 +199,25 @@ impl Connection {
         let expired = self.activity.expired(limits);
         tokio::pin!(expired);
         tokio::select! {
+            // The connection first: bytes already arrived are read before a stop is seen.
+            biased;
             result = conn.as_mut() => log_connection_end(result),
             why = &mut expired => {
                 tracing::debug!(peer = %self.peer, "closing the connection: {why}");
             }
             // The guard `wait_for` returns is not `Send`: drop it at once.
             _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                // hyper closes a connection that has not begun a request at once. A client
+                // that has just connected is about to send one: give it a moment, as Go's
+                // http.Server does, so that it is answered rather than cut off.
+                if !self.activity.ever_received() {
+                    let first = tokio::time::timeout(FIRST_REQUEST_GRACE, self.activity.first_bytes());
+                    tokio::select! {
+                        biased;
+                        result = conn.as_mut() => return log_connection_end(result),
+                        _ = first => {}
+                    }
+                }
                 // Answers what is in flight (with `connection: close`), then closes.
                 conn.as_mut().graceful_shutdown();
                 log_connection_end(conn.await);
@@ -201,6 +232,10 @@ fn log_connection_end(result: Result<(), hyper::Error>) {
     }
 }
 
+/// After a stop, how long a connection that has received nothing yet gets to send its first
+/// request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 /// What the watchdog of one connection sees: requests in flight, and when the connection
 /// became idle or started receiving a request head. Times are milliseconds since `start`.
 struct Activity {
@@ -209,6 +244,9 @@ struct Activity {
     idle_since: AtomicU64,
     /// One more than the time the first byte of the next request arrived; 0 when none has.
     head_since: AtomicU64,
+    /// Whether any byte has arrived on the connection, and its signal.
+    ever_received: AtomicBool,
+    first_bytes: Notify,
 }
 
 impl Activity {
@@ -218,6 +256,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            ever_received: AtomicBool::new(false),
+            first_bytes: Notify::new(),
         }
     }
 
@@ -227,10 +267,28 @@ impl Activity {
 
     /// Bytes arrived: with no request in flight, they begin the next request's head.
     fn received(&self) {
+        if !self.ever_received.swap(true, Ordering::Relaxed) {
+            self.first_bytes.notify_waiters();
+        }
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == 0
         {
             self.head_since.store(self.now() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn ever_received(&self) -> bool {
+        self.ever_received.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection has received a byte.
+    async fn first_bytes(&self) {
+        let notified = self.first_bytes.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a byte arriving in between is not missed.
+        notified.as_mut().enable();
+        if !self.ever_received() {
+            notified.await;
         }
     }
 

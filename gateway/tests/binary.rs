@@ -277,8 +277,7 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     let body = br#"{"username": "", "password": "secret1"}"#;
     let mut in_flight = TcpStream::connect(&addr).await.unwrap();
     // `Expect: 100-continue` makes the moment visible: the interim 100 is sent once the
-    // handler reads the body. (A head still unread at SIGTERM is dropped with its
-    // connection, unanswered: not in flight yet.)
+    // handler reads the body.
     let head = format!(
         "POST /api/user/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
          Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
@@ -294,6 +293,8 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     );
     assert_eq!(read, interim, "{}", String::from_utf8_lossy(&read));
     in_flight.write_all(&body[..10]).await.unwrap();
+    // A client that has connected but not yet sent its request at SIGTERM.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
 
     child.terminate();
     // New connections are refused (not accepted and then reset) once it stops listening.
@@ -306,6 +307,16 @@ async fn sigterm_answers_requests_in_flight_refuses_new_ones_and_exits_0() {
     })
     .await;
     assert!(refused, "still accepting after SIGTERM: {}", child.output());
+    // The silent client gets a moment to send it, and is answered; then the connection closes.
+    silent
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "the silent client was not answered");
+    let answer = test_support::Answer::parse(&answer);
+    assert_eq!(answer.status, 200, "{answer:?}");
     // The request in flight is answered in full, and its connection then closed.
     in_flight.write_all(&body[10..]).await.unwrap();
     let mut answer = Vec::new();

@@ -803,57 +803,73 @@ impl Exchange {
 /// it against its `Content-Length`.
 async fn exchange(addr: SocketAddr, request: String) -> Exchange {
     let attempt = async {
-        let mut conn = match TcpStream::connect(addr).await {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Exchange::Refused;
-            }
-            Err(e) => return Exchange::Other(e.to_string()),
-        };
-        if let Err(e) = conn.write_all(request.as_bytes()).await {
-            return match e.kind() {
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
-                    Exchange::Reset(0)
-                }
-                _ => Exchange::Other(e.to_string()),
-            };
-        }
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Exchange::Reset(raw.len());
-                }
-                Err(e) => return Exchange::Other(e.to_string()),
-            }
-        }
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            return Exchange::Cut(raw.len());
-        };
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
-        let length = head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())
-                .flatten()
-        });
-        match length {
-            Some(n) if body.len() == n => Exchange::Answered(status, body.to_string()),
-            None if status != 0 => Exchange::Answered(status, body.to_string()),
-            _ => Exchange::Cut(raw.len()),
+        match send(addr, &request).await {
+            Ok(conn) => answer(conn).await,
+            Err(e) => e,
         }
     };
-    tokio::time::timeout(Duration::from_secs(15), attempt)
+    tokio::time::timeout(EXCHANGE_BOUND, attempt)
         .await
         .unwrap_or(Exchange::Timeout)
+}
+
+/// No complete answer within this is an [`Exchange::Timeout`].
+const EXCHANGE_BOUND: Duration = Duration::from_secs(15);
+
+/// Connects to `addr` and writes `request`.
+async fn send(addr: SocketAddr, request: &str) -> Result<TcpStream, Exchange> {
+    let mut conn = match TcpStream::connect(addr).await {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Exchange::Refused);
+        }
+        Err(e) => return Err(Exchange::Other(e.to_string())),
+    };
+    match conn.write_all(request.as_bytes()).await {
+        Ok(()) => Ok(conn),
+        Err(e) => Err(match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                Exchange::Reset(0)
+            }
+            _ => Exchange::Other(e.to_string()),
+        }),
+    }
+}
+
+/// Reads the answer on `conn` to the end.
+async fn answer(mut conn: TcpStream) -> Exchange {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Exchange::Reset(raw.len());
+            }
+            Err(e) => return Exchange::Other(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Exchange::Cut(raw.len());
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    match length {
+        Some(n) if body.len() == n => Exchange::Answered(status, body.to_string()),
+        None if status != 0 => Exchange::Answered(status, body.to_string()),
+        _ => Exchange::Cut(raw.len()),
+    }
 }
 
 async fn gateway_sigterm(stack: &mut Stack) -> anyhow::Result<Outcome> {
@@ -863,6 +879,7 @@ async fn gateway_sigterm(stack: &mut Stack) -> anyhow::Result<Outcome> {
     let pid = stack.gateway.pid().context("the gateway is not running")?;
     let t0 = tokio::time::Instant::now();
     let mut batch = Vec::new();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel(BATCH);
     for i in 0..BATCH {
         let user = stack.users[i % stack.users.len()].clone();
         let body =
@@ -871,13 +888,28 @@ async fn gateway_sigterm(stack: &mut Stack) -> anyhow::Result<Outcome> {
             "POST /api/user/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
+        let sent = sent_tx.clone();
         batch.push(tokio::spawn(async move {
-            let answer = exchange(addr, request).await;
+            let attempt = async {
+                let conn = send(addr, &request).await;
+                let _ = sent.send(()).await;
+                match conn {
+                    Ok(conn) => answer(conn).await,
+                    Err(e) => e,
+                }
+            };
+            let answer = tokio::time::timeout(EXCHANGE_BOUND, attempt)
+                .await
+                .unwrap_or(Exchange::Timeout);
             (user, answer, t0.elapsed().as_secs_f64())
         }));
     }
-    // Connected and sent; the logins now queue for argon2 in the replicas.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Once every login is sent (they then queue for argon2 in the replicas), the signal.
+    for _ in 0..BATCH {
+        tokio::time::timeout(Duration::from_secs(10), sent_rx.recv())
+            .await
+            .context("the logins were not all sent within 10 s")?;
+    }
     send_signal(pid, "TERM")?;
     let signalled = t0.elapsed().as_secs_f64();
     // New connections while the gateway drains, and after it has exited; the first 100 ms
