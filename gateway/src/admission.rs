@@ -10,6 +10,7 @@ use volo_http::{
 };
 
 use crate::{
+    RoutePath,
     limits::Limits,
     rejection::Rejection,
     shedding::{Shedder, Ticket},
@@ -41,7 +42,13 @@ where
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
         match self.admit(cx, &req) {
-            Ok(_ticket) => self.inner.call(cx, req).await,
+            Ok(mut ticket) => {
+                let resp = self.inner.call(cx, req).await?;
+                if let Some(RoutePath(path)) = resp.extensions().get::<RoutePath>() {
+                    ticket.answered_by(path);
+                }
+                Ok(resp)
+            }
             Err(rejection) => Ok(rejection.into_response()),
         }
     }

@@ -12,13 +12,17 @@
 //!
 //! Shedding starts only when both say so: the CPUs are saturated, and a queue stands (even
 //! the fastest request of the last 100 ms took longer than an average one without load,
-//! CoDel's test). The CPU gate keeps a slow backend from being mistaken for overload: a hung
-//! replica raises latency and requests in flight too, but not CPU, and retries are the answer
-//! to it. The queue test keeps a busy host's bursts from being mistaken for it: a burst leaves
-//! some requests fast. Once started, it lasts until a second passes without a refusal and,
-//! while the CPUs stay saturated, keeps fewer requests in flight than it took to start (two
-//! per CPU, not four), so that an overload's queue stays short. The CPUs are those the gateway may run on (its affinity, as
-//! `taskset` or a cpuset sets it).
+//! CoDel's test), among all requests or among those of one route measured against that
+//! route's own latency without load: requests differ in cost (a log-in hashes a password
+//! for tens of milliseconds, a `GET` takes well under one), and on saturated CPUs the
+//! costly ones queue, for the CPU, while cheap ones still pass quickly. The CPU gate keeps
+//! a slow backend from being mistaken for overload: a hung replica raises latency and
+//! requests in flight too, but not CPU, and retries are the answer to it. The queue test
+//! keeps a busy host's bursts from being mistaken for it: a burst leaves some requests
+//! fast. Once started, it lasts until a second passes without a refusal and, while the CPUs
+//! stay saturated, keeps fewer requests in flight than it took to start (two per CPU, not
+//! four), so that an overload's queue stays short. The CPUs are those the gateway may run
+//! on (its affinity, as `taskset` or a cpuset sets it).
 
 use std::{
     fmt,
@@ -45,8 +49,11 @@ const CALM_SECONDS: usize = 30;
 /// moment for one.
 const START_IN_FLIGHT_PER_CPU: usize = 4;
 const KEEP_IN_FLIGHT_PER_CPU: usize = 2;
+/// A route's bucket shows a standing queue only with this many requests: one slow request is
+/// not a queue.
+const MIN_ROUTE_SAMPLES: u64 = 2;
 /// Room above the estimate: without it, every refusal would lower the next estimate.
-const HEADROOM: f64 = 2.0;
+const HEADROOM: f64 = 1.5;
 /// After a refusal, shedding stays armed this long even if the CPU dips, so that it does not
 /// flap at the threshold.
 const COOL_OFF: Duration = Duration::from_secs(1);
@@ -108,10 +115,48 @@ struct State {
     calm_seconds: u64,
     /// The wall-clock second `calm_seconds` was last advanced in.
     last_second: u64,
-    /// The best average latency of a bucket, per second of calm (slot `calm_seconds % N`).
-    best: [Option<Duration>; CALM_SECONDS],
+    /// The latency without load of all requests.
+    best: Calm,
+    /// Each IDL route's own, and its last two buckets: a route's requests can queue (for a
+    /// CPU, behind each other) while the cheap requests of other routes stay fast.
+    routes: Vec<RouteStats>,
     /// Until when shedding stays armed after the last refusal.
     armed_until: Option<Instant>,
+}
+
+/// Routes with statistics of their own, at most (the IDL's routes; anything past is not
+/// tracked by route).
+const MAX_ROUTES: usize = 256;
+
+/// The best average latency of a bucket, per second of calm (slot `calm_seconds % N`).
+#[derive(Clone, Copy, Default)]
+struct Calm([Option<Duration>; CALM_SECONDS]);
+
+impl Calm {
+    /// A second of calm has begun: the slot it reuses forgets what it held.
+    fn advance(&mut self, calm_seconds: u64) {
+        self.0[calm_seconds as usize % CALM_SECONDS] = None;
+    }
+
+    fn fold(&mut self, calm_seconds: u64, bucket: &Bucket) {
+        if let Some(average) = bucket.average() {
+            let slot = &mut self.0[calm_seconds as usize % CALM_SECONDS];
+            *slot = Some(slot.map_or(average, |best| best.min(average)));
+        }
+    }
+
+    /// The latency without load: the best of the last [`CALM_SECONDS`] of calm.
+    fn unloaded(&self) -> Option<Duration> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// One route's share of the window.
+struct RouteStats {
+    path: &'static str,
+    /// The buckets of the last two ticks, at `tick % 2`.
+    window: [Bucket; 2],
+    best: Calm,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -128,17 +173,49 @@ impl Bucket {
     fn average(&self) -> Option<Duration> {
         (self.finished > 0).then(|| self.latency_sum / self.finished as u32)
     }
+
+    /// Counts a request that took `latency`, in the bucket of `tick` (emptied first if it
+    /// held an older one).
+    fn record(&mut self, tick: u64, latency: Duration) {
+        if self.tick != tick {
+            *self = Bucket {
+                tick,
+                ..Bucket::default()
+            };
+        }
+        self.finished += 1;
+        self.latency_sum += latency;
+        self.latency_min = Some(self.latency_min.map_or(latency, |min| min.min(latency)));
+    }
+
+    /// Whether even the fastest request of this bucket, if it is `tick`'s and has at least
+    /// `min_finished`, took longer than `unloaded`.
+    fn all_slower(&self, tick: u64, min_finished: u64, unloaded: Option<Duration>) -> bool {
+        self.tick == tick
+            && self.finished >= min_finished
+            && matches!((self.latency_min, unloaded), (Some(fastest), Some(unloaded)) if fastest > unloaded)
+    }
 }
 
 /// An admitted request; dropping it (when the answer is ready) records its latency.
 pub struct Ticket<'a> {
     shedder: &'a Shedder,
     admitted: Instant,
+    route: Option<&'static str>,
+}
+
+impl Ticket<'_> {
+    /// The request was answered by the IDL route of this path: its latency counts for the
+    /// route too.
+    pub fn answered_by(&mut self, path: &'static str) {
+        self.route = Some(path);
+    }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.shedder.finish(self.admitted, Instant::now());
+        self.shedder
+            .finish(self.admitted, Instant::now(), self.route);
     }
 }
 
@@ -155,7 +232,8 @@ impl Shedder {
                 last_tick: 0,
                 calm_seconds: 0,
                 last_second: 0,
-                best: [None; CALM_SECONDS],
+                best: Calm::default(),
+                routes: Vec::new(),
                 armed_until: None,
             }),
         }
@@ -187,6 +265,7 @@ impl Shedder {
         Some(Ticket {
             shedder: self,
             admitted: now,
+            route: None,
         })
     }
 
@@ -220,17 +299,19 @@ impl Shedder {
         refuse
     }
 
-    fn finish(&self, admitted: Instant, now: Instant) {
+    fn finish(&self, admitted: Instant, now: Instant, route: Option<&'static str>) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.cpu_threshold.is_none() {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = state.bucket(now);
-        bucket.finished += 1;
         let latency = now.saturating_duration_since(admitted);
-        bucket.latency_sum += latency;
-        bucket.latency_min = Some(bucket.latency_min.map_or(latency, |min| min.min(latency)));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.roll(now);
+        let tick = state.tick(now);
+        state.window[(tick % BUCKETS as u64) as usize].record(tick, latency);
+        if let Some(route) = route.and_then(|path| state.route(path)) {
+            route.window[(tick % 2) as usize].record(tick, latency);
+        }
     }
 }
 
@@ -250,7 +331,7 @@ impl State {
         if tick == self.last_tick {
             return;
         }
-        let done = self.window[(self.last_tick % BUCKETS as u64) as usize];
+        let done = self.last_tick;
         self.last_tick = tick;
         let second = tick * BUCKET.as_millis() as u64 / 1000;
         if second != self.last_second {
@@ -258,47 +339,66 @@ impl State {
                 let passed = (second - self.last_second).min(CALM_SECONDS as u64);
                 for _ in 0..passed {
                     self.calm_seconds += 1;
-                    self.best[self.calm_seconds as usize % CALM_SECONDS] = None;
+                    self.best.advance(self.calm_seconds);
+                    for route in &mut self.routes {
+                        route.best.advance(self.calm_seconds);
+                    }
                 }
             }
             self.last_second = second;
         }
-        if let Some(average) = done.average() {
-            let slot = &mut self.best[self.calm_seconds as usize % CALM_SECONDS];
-            *slot = Some(slot.map_or(average, |best| best.min(average)));
+        let calm = self.calm_seconds;
+        let bucket = self.window[(done % BUCKETS as u64) as usize];
+        if bucket.tick == done {
+            self.best.fold(calm, &bucket);
+        }
+        for route in &mut self.routes {
+            let bucket = route.window[(done % 2) as usize];
+            if bucket.tick == done {
+                route.best.fold(calm, &bucket);
+            }
         }
     }
 
-    /// The current bucket, emptied first if it held an older one.
-    fn bucket(&mut self, now: Instant) -> &mut Bucket {
-        self.roll(now);
-        let tick = self.tick(now);
-        let bucket = &mut self.window[(tick % BUCKETS as u64) as usize];
-        if bucket.tick != tick {
-            *bucket = Bucket {
-                tick,
-                ..Bucket::default()
-            };
+    /// The statistics of the route at `path`, new if it has none yet (`None` past
+    /// [`MAX_ROUTES`]).
+    fn route(&mut self, path: &'static str) -> Option<&mut RouteStats> {
+        match self.routes.iter().position(|r| r.path == path) {
+            Some(i) => Some(&mut self.routes[i]),
+            None if self.routes.len() < MAX_ROUTES => {
+                self.routes.push(RouteStats {
+                    path,
+                    window: [Bucket::default(); 2],
+                    best: Calm::default(),
+                });
+                self.routes.last_mut()
+            }
+            None => None,
         }
-        bucket
     }
 
     /// Whether even the fastest request of the last full bucket took longer than an average
     /// one without load: every request waited, a queue stands (CoDel's test). A burst, or a
-    /// slow backend beside fast ones, leaves some requests fast.
+    /// slow backend beside fast ones, leaves some requests fast. The same test per route
+    /// (on [`MIN_ROUTE_SAMPLES`] requests at least): the requests of a costly route, a log-in's
+    /// password hash, can all wait for a saturated CPU while the cheap ones of other routes
+    /// still pass quickly.
     fn queue_standing(&self, now: Instant) -> bool {
         let last = self.tick(now).wrapping_sub(1);
-        let bucket = &self.window[(last % BUCKETS as u64) as usize];
-        let fastest = (bucket.tick == last)
-            .then_some(bucket.latency_min)
-            .flatten();
-        let unloaded = self.best.iter().flatten().min();
-        matches!((fastest, unloaded), (Some(fastest), Some(unloaded)) if fastest > *unloaded)
+        self.window[(last % BUCKETS as u64) as usize].all_slower(last, 1, self.best.unloaded())
+            || self.routes.iter().any(|route| {
+                route.window[(last % 2) as usize].all_slower(
+                    last,
+                    MIN_ROUTE_SAMPLES,
+                    route.best.unloaded(),
+                )
+            })
     }
 
     /// Requests the gateway can carry at once: the most finished in a past bucket of the
-    /// window (the current one is still filling), times the latency without load, with
-    /// headroom; `None` until enough buckets have data. (The caller applies its floor.)
+    /// window (the current one is still filling), times the latency without load of the
+    /// requests now coming, with headroom; `None` until enough buckets have data. (The caller
+    /// applies its floor.)
     fn max_in_flight(&self, now: Instant) -> Option<usize> {
         let current = self.tick(now);
         let past = self
@@ -307,12 +407,33 @@ impl State {
             .filter(|b| b.finished > 0 && b.tick < current && current - b.tick < BUCKETS as u64);
         let (sampled, most_finished) =
             past.fold((0, 0), |(n, most), b| (n + 1, most.max(b.finished)));
-        let unloaded = self.best.iter().flatten().min()?;
+        let unloaded = self
+            .mix_unloaded(current.wrapping_sub(1))
+            .or(self.best.unloaded())?;
         if sampled < MIN_SAMPLED_BUCKETS {
             return None;
         }
         let per_second = most_finished as f64 / BUCKET.as_secs_f64();
         Some((per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize)
+    }
+
+    /// The latency without load of the requests of bucket `tick`, route by route: each
+    /// route's own, weighted by its requests. The best bucket of all requests would be one
+    /// of cheap ones alone, and would not carry the costly.
+    fn mix_unloaded(&self, tick: u64) -> Option<Duration> {
+        let (finished, total) = self
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let bucket = &route.window[(tick % 2) as usize];
+                let unloaded = route.best.unloaded()?;
+                (bucket.tick == tick && bucket.finished > 0)
+                    .then(|| (bucket.finished, unloaded * bucket.finished as u32))
+            })
+            .fold((0, Duration::ZERO), |(n, sum), (k, part)| {
+                (n + k, sum + part)
+            });
+        (finished > 0).then(|| total / finished as u32)
     }
 }
 
@@ -469,7 +590,7 @@ mod tests {
             let done = start + BUCKET * k + BUCKET / 2;
             for _ in 0..per_bucket {
                 s.in_flight.fetch_add(1, Ordering::AcqRel);
-                s.finish(done - latency, done);
+                s.finish(done - latency, done, None);
             }
         }
         start + BUCKET * buckets
@@ -487,6 +608,11 @@ mod tests {
         feed_buckets(s, now, 1, per_bucket, latency * 2)
     }
 
+    /// The limit for `at_once` requests in flight without load.
+    fn with_headroom(at_once: f64) -> usize {
+        (at_once * HEADROOM).ceil() as usize
+    }
+
     fn limit(s: &Shedder, now: Instant) -> Option<usize> {
         let mut state = s.state.lock().unwrap();
         state.roll(now);
@@ -496,11 +622,12 @@ mod tests {
     #[test]
     fn the_limit_is_throughput_times_best_latency_with_headroom() {
         let s = shedder(1000);
-        // 100 requests each 100 ms (1,000/s) of 20 ms: 20 at once, 40 with headroom.
+        // 100 requests each 100 ms (1,000/s) of 20 ms: 20 at once, and headroom.
         let now = fill_queued(&s, 100, Duration::from_millis(20));
-        assert_eq!(limit(&s, now), Some(40));
-        assert!(!s.should_refuse(39, now));
-        assert!(s.should_refuse(40, now));
+        let most = with_headroom(20.0);
+        assert_eq!(limit(&s, now), Some(most));
+        assert!(!s.should_refuse(most - 1, now));
+        assert!(s.should_refuse(most, now));
     }
 
     #[test]
@@ -514,8 +641,68 @@ mod tests {
         // One slow request among fast ones: still no standing queue.
         let now = feed_buckets(&s, now, 1, 100, Duration::from_millis(20));
         s.in_flight.fetch_add(1, Ordering::AcqRel);
-        s.finish(now - Duration::from_secs(1), now - BUCKET / 2);
+        s.finish(now - Duration::from_secs(1), now - BUCKET / 2, None);
         assert!(!s.should_refuse(1_000, now));
+    }
+
+    /// `n` requests of `route` that took `latency`, finished in the middle of the bucket that
+    /// starts at `start`.
+    fn finish_route(s: &Shedder, start: Instant, n: u32, route: &'static str, latency: Duration) {
+        let done = start + BUCKET / 2;
+        for _ in 0..n {
+            s.in_flight.fetch_add(1, Ordering::AcqRel);
+            s.finish(done - latency, done, Some(route));
+        }
+    }
+
+    /// Cheap requests stay fast, and every log-in of the last bucket waited: a queue stands
+    /// on that route. One slow log-in among them is no queue.
+    #[test]
+    fn a_route_whose_every_request_waited_has_a_standing_queue() {
+        let s = shedder(1000);
+        let (fast, hash) = (Duration::from_millis(1), Duration::from_millis(20));
+        let origin = s.state.lock().unwrap().origin;
+        let mut now = origin;
+        for _ in 0..10 {
+            finish_route(&s, now, 50, "/get", fast);
+            finish_route(&s, now, 5, "/login", hash);
+            now += BUCKET;
+        }
+        assert!(!s.should_refuse(1_000, now), "calm");
+        finish_route(&s, now, 50, "/get", fast);
+        finish_route(&s, now, 1, "/login", hash * 10);
+        now += BUCKET;
+        assert!(!s.should_refuse(1_000, now), "one slow log-in");
+        finish_route(&s, now, 50, "/get", fast);
+        finish_route(&s, now, 5, "/login", hash * 4);
+        now += BUCKET;
+        assert!(s.should_refuse(1_000, now), "every log-in waited");
+    }
+
+    /// Light load: cheap requests alone in some buckets, costly ones alone in others. Under
+    /// load, the estimate weighs each route's own latency without load by its requests, not
+    /// the best bucket's (of cheap requests alone).
+    #[test]
+    fn the_limit_weighs_each_route_by_its_own_cost() {
+        let s = shedder(1000);
+        let (fast, hash) = (Duration::from_millis(1), Duration::from_millis(20));
+        let mut now = s.state.lock().unwrap().origin;
+        for k in 0..10 {
+            if k % 2 == 0 {
+                finish_route(&s, now, 5, "/get", fast);
+            } else {
+                finish_route(&s, now, 1, "/login", hash);
+            }
+            now += BUCKET;
+        }
+        finish_route(&s, now, 100, "/get", fast);
+        finish_route(&s, now, 10, "/login", hash);
+        now += BUCKET;
+        // 1,100/s of (100 × 1 ms + 10 × 20 ms) / 110: 3 at once (the best bucket's 1 ms
+        // would make it 1.1).
+        let limit = limit(&s, now).unwrap();
+        let most = with_headroom(3.0);
+        assert!((most - 1..=most).contains(&limit), "{limit}, not {most}");
     }
 
     #[test]
@@ -570,7 +757,7 @@ mod tests {
         // A minute of slow answers while shedding: the limit still counts on 20 ms.
         s.state.lock().unwrap().armed_until = Some(now + Duration::from_secs(3600));
         let now = feed(&s, now, 60, 100, Duration::from_millis(200));
-        assert_eq!(limit(&s, now), Some(40));
+        assert_eq!(limit(&s, now), Some(with_headroom(20.0)));
         // The same slowness without shedding becomes the new normal within the calm window.
         s.state.lock().unwrap().armed_until = None;
         let now = feed(
@@ -580,7 +767,7 @@ mod tests {
             100,
             Duration::from_millis(200),
         );
-        assert_eq!(limit(&s, now), Some(400));
+        assert_eq!(limit(&s, now), Some(with_headroom(200.0)));
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //! end after its caller gave up is work for no one, and its wait is latency for everyone behind
 //! it.
 //!
+//! That time bound lets a burst queue, which is what queues are for, but under a sustained
+//! flood it would keep the queue seconds long and every admitted call that slow. So the wait
+//! is controlled as in Facebook's "Fail at Scale" (CoDel applied to a server's queue): once
+//! the queue has not been empty for [`STANDING`], a call is admitted only if the queue ahead of
+//! it takes no more than [`CONTROLLED_WAIT`] beyond the hashes running now, that is, if fewer
+//! calls wait than there are threads; the others are refused at once, as busy.
+//!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
 //! a thread, so an arena, whenever none is idle at the instant of a call.
@@ -59,12 +66,21 @@ pub struct Hasher {
     pace: Arc<Pace>,
 }
 
+/// A queue that has not been empty for this long stands: it is not a burst draining.
+const STANDING: Duration = Duration::from_millis(100);
+/// The longest a call may expect to wait for a thread while the queue stands.
+const CONTROLLED_WAIT: Duration = Duration::from_millis(5);
+
 /// How busy the pool is: what a new call can expect.
 #[derive(Debug)]
 struct Pace {
     threads: usize,
     /// Calls queued and not yet taken by a thread.
     waiting: AtomicUsize,
+    /// What `empty_us` counts from.
+    origin: Instant,
+    /// When the queue was last seen empty, in microseconds since `origin`.
+    empty_us: AtomicU64,
     /// How long a hash has lately taken, in microseconds (a moving average; 0 before the
     /// first).
     hash_us: AtomicU64,
@@ -75,11 +91,29 @@ impl Pace {
         Duration::from_micros(self.hash_us.load(Ordering::Relaxed))
     }
 
-    /// When a call arriving now would end: the queue ahead of it shared by the threads, then
-    /// its own hash.
-    fn expected(&self) -> Duration {
+    /// Whether a call arriving now, with `timeout` to finish, is to be refused: the queue
+    /// ahead of it (its length shared by the threads, times a hash) and its own hash take
+    /// longer than `timeout`, or, while the queue stands, that wait is over [`CONTROLLED_WAIT`].
+    fn refuses(&self, timeout: Duration) -> bool {
         let ahead = self.waiting.load(Ordering::Relaxed) / self.threads;
-        self.hash_time() * u32::try_from(ahead + 1).unwrap_or(u32::MAX)
+        let wait = self.hash_time() * u32::try_from(ahead).unwrap_or(u32::MAX);
+        wait + self.hash_time() > timeout || (wait > CONTROLLED_WAIT && self.standing())
+    }
+
+    /// Whether the queue has not been empty for [`STANDING`].
+    fn standing(&self) -> bool {
+        let since = self
+            .micros_now()
+            .saturating_sub(self.empty_us.load(Ordering::Relaxed));
+        since > STANDING.as_micros() as u64
+    }
+
+    fn micros_now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn saw_empty(&self) {
+        self.empty_us.store(self.micros_now(), Ordering::Relaxed);
     }
 
     fn took(&self, hash: Duration) {
@@ -101,6 +135,8 @@ impl Hasher {
         let pace = Arc::new(Pace {
             threads: concurrency.get(),
             waiting: AtomicUsize::new(0),
+            origin: Instant::now(),
+            empty_us: AtomicU64::new(0),
             hash_us: AtomicU64::new(0),
         });
         for n in 0..concurrency.get() {
@@ -157,7 +193,7 @@ impl Hasher {
             Some(left) => left.min(self.queue_timeout),
             None => self.queue_timeout,
         };
-        if self.pace.expected() > timeout {
+        if self.pace.refuses(timeout) {
             return Err(PasswordError::Busy(timeout));
         }
         self.enqueue(work, timeout)
@@ -174,9 +210,13 @@ impl Hasher {
         let (answer, answered) = oneshot::channel();
         let deadline = Instant::now() + timeout;
         let pace = self.pace.clone();
-        pace.waiting.fetch_add(1, Ordering::Relaxed);
+        if pace.waiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            pace.saw_empty();
+        }
         let job: Job = Box::new(move |memory| {
-            pace.waiting.fetch_sub(1, Ordering::Relaxed);
+            if pace.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+                pace.saw_empty();
+            }
             if answer.is_closed() {
                 return;
             }
@@ -443,6 +483,33 @@ mod tests {
         for job in queued {
             job.await.unwrap().unwrap();
         }
+    }
+
+    /// A burst queues within its time; a queue that has stood for [`STANDING`] admits a call
+    /// only if a thread will be free for it at once; once it empties, the burst rule again.
+    #[tokio::test]
+    async fn a_standing_queue_refuses_what_a_burst_may_queue() {
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        hasher.pace.took(Duration::from_millis(10));
+        let (release, busy) = hold_the_thread(&hasher).await;
+        let queued = hasher.enqueue(|_| (), Duration::from_secs(60));
+        assert!(
+            !hasher.pace.refuses(Duration::from_secs(60)),
+            "a burst: the queue was empty a moment ago"
+        );
+        // The queue, held by the busy thread, has not emptied for longer than STANDING.
+        tokio::time::sleep(STANDING + Duration::from_millis(20)).await;
+        assert!(
+            hasher.pace.refuses(Duration::from_secs(60)),
+            "a standing queue"
+        );
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        queued.await.unwrap().unwrap();
+        assert!(
+            !hasher.pace.refuses(Duration::from_secs(60)),
+            "the queue emptied"
+        );
     }
 
     #[tokio::test]

@@ -132,6 +132,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         gateway_args.push(stack::SHEDDING_OFF.to_string());
     }
     gateway_args.extend(args.gateway_args.iter().cloned());
+    let flags = stack::Flags {
+        gateway: gateway_args,
+        replica: if selected.contains(&"overload") {
+            vec![stack::OVERLOAD_REPLICA.to_string()]
+        } else {
+            Vec::new()
+        },
+    };
     let settings = Settings {
         rate: args.rate,
         mix,
@@ -142,15 +150,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut outcomes = Vec::new();
     for (on_cluster, names) in [(false, single), (true, cluster)] {
         if !names.is_empty() {
-            run_group(
-                &bins,
-                on_cluster,
-                &names,
-                settings,
-                &gateway_args,
-                &mut outcomes,
-            )
-            .await;
+            run_group(&bins, on_cluster, &names, settings, &flags, &mut outcomes).await;
         }
     }
     let header = report::Header {
@@ -164,7 +164,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             mix.register
         ),
         seconds: started.elapsed().as_secs_f64(),
-        gateway_args: gateway_args.join(" "),
+        gateway_args: flags.gateway.join(" "),
+        replica_args: flags.replica.join(" "),
     };
     let markdown = report::markdown(&header, &outcomes);
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
@@ -188,7 +189,7 @@ async fn run_group(
     cluster: bool,
     names: &[&'static str],
     settings: Settings,
-    gateway_args: &[String],
+    flags: &stack::Flags,
     outcomes: &mut Vec<Outcome>,
 ) {
     let mut stack: Option<Stack> = None;
@@ -204,10 +205,9 @@ async fn run_group(
                         "one etcd"
                     }
                 );
-                let (bins, gateway_args) = (bins.clone(), gateway_args.to_vec());
+                let (bins, flags) = (bins.clone(), flags.clone());
                 let started =
-                    tokio::spawn(async move { Stack::start(&bins, cluster, &gateway_args).await })
-                        .await;
+                    tokio::spawn(async move { Stack::start(&bins, cluster, &flags).await }).await;
                 match started {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {

@@ -8,8 +8,9 @@
 //!   sending the mix back to back (closed loop), over the last seconds of [`CAPACITY_SECS`].
 //! - **unloaded p99**: open loop at a tenth of capacity for [`UNLOADED_SECS`].
 //! - **overload**: open loop at [`FACTOR`] × capacity for [`OVERLOAD_SECS`]. Goodput counts
-//!   the requests due in that time that were answered 200 with code 0; a refusal (503 or 429)
-//!   is not a failure but not goodput either; the p99 is that of the answered requests.
+//!   the requests due in that time that were answered 200 with code 0; a refusal (the
+//!   gateway's 503 or 429, or a replica's "busy") is not a failure but not goodput either; the
+//!   p99 is that of the answered requests.
 //! - **memory**: the resident size of the gateway and both replicas, sampled every 500 ms.
 //! - **recovery**: open loop at a tenth of capacity again from the moment the overload stops;
 //!   from then to the first full second with no failure and p99 ≤ max(2 × unloaded p99,
@@ -45,11 +46,16 @@ const RECOVER_WITHIN: f64 = 2.0;
 /// (allocators keep some pages; a leak grows without bound).
 const MEMORY_SLACK: f64 = 1.25;
 
-/// A refusal the gateway makes on purpose: fast, and not a failure under overload.
+/// How the user service refuses a log-in or registration it has no hashing thread for in time,
+/// as the load labels the answer.
+const SERVICE_BUSY: &str = "code 10001 \"the service is busy; try again later\"";
+
+/// A refusal made on purpose, by the gateway (503, 429) or by a replica's hashing pool (busy):
+/// fast, and not a failure under overload.
 fn is_refusal(r: &Record) -> bool {
     r.failure
         .as_ref()
-        .is_some_and(|f| f.kind == "HTTP 503" || f.kind == "HTTP 429")
+        .is_some_and(|f| f.kind == "HTTP 503" || f.kind == "HTTP 429" || f.kind == SERVICE_BUSY)
 }
 
 fn answered(records: &[Record]) -> Vec<&Record> {
@@ -118,6 +124,10 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
         .filter(|r| r.failure.is_none())
         .collect();
     let refused = during.iter().filter(|r| is_refusal(r)).count();
+    let busy = during
+        .iter()
+        .filter(|r| r.failure.as_ref().is_some_and(|f| f.kind == SERVICE_BUSY))
+        .count();
     let goodput = ok.len() as f64 / OVERLOAD_SECS;
     let admitted_p99 = p99(&ok).unwrap_or(f64::INFINITY);
     o.sent = flood.len();
@@ -134,9 +144,10 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
         goodput >= MIN_GOODPUT * capacity,
         format!(
             "capacity {capacity:.0}/s ({CAPACITY_CLIENTS} clients, closed loop); offered \
-             {offered}/s for {OVERLOAD_SECS:.0} s; goodput {goodput:.0}/s ({:.0} %); {refused} \
-             refused (503/429), {} failed otherwise",
+             {offered}/s for {OVERLOAD_SECS:.0} s; goodput {goodput:.0}/s ({:.0} %); {} \
+             refused by the gateway (503/429), {busy} by the replicas (busy), {} failed otherwise",
             goodput / capacity * 100.0,
+            refused - busy,
             o.failed
         ),
     );

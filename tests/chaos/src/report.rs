@@ -15,6 +15,8 @@ pub struct Header {
     pub seconds: f64,
     /// Flags given to the gateway beyond address, etcd and secret.
     pub gateway_args: String,
+    /// Flags given to the replicas beyond address, etcd and database.
+    pub replica_args: String,
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -58,7 +60,7 @@ pub fn markdown(header: &Header, outcomes: &[Outcome]) -> String {
         out,
         "`{}` on {}: {} requests/s open loop through the gateway ({}), two user-service \
          replicas on one SQLite file (replica b behind a TCP proxy in the harness), {} \
-         builds; {:.0} s in all. Gateway flags: `{}`.\n",
+         builds; {:.0} s in all. Gateway flags: `{}`.{}\n",
         header.command,
         header.date,
         header.rate,
@@ -74,6 +76,11 @@ pub fn markdown(header: &Header, outcomes: &[Outcome]) -> String {
             "(defaults)"
         } else {
             &header.gateway_args
+        },
+        if header.replica_args.is_empty() {
+            String::new()
+        } else {
+            format!(" Replica flags: `{}`.", header.replica_args)
         }
     );
     out.push_str(&table(outcomes));
@@ -130,6 +137,7 @@ pub fn json(header: &Header, outcomes: &[Outcome]) -> serde_json::Value {
         "mix": header.mix,
         "seconds": header.seconds,
         "gateway_args": header.gateway_args,
+        "replica_args": header.replica_args,
         "all_goals_met": outcomes.iter().all(Outcome::goal_met),
         "faults": outcomes.iter().map(|o| json!({
             "name": o.name,

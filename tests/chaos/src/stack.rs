@@ -78,6 +78,18 @@ pub const GATEWAY_LIMITS_OFF: &[&str] = &[
 /// measure what the resilience layers keep; the overload fault measures the shedder.
 pub const SHEDDING_OFF: &str = "--shed-cpu-threshold=off";
 
+/// For the overload fault, whose stack shares one CPU: each replica hashes one password at a
+/// time, as one sized for its own core would (by default a replica runs a hash per core it
+/// had at start, and the fault pins it to one after).
+pub const OVERLOAD_REPLICA: &str = "--hash-concurrency=1";
+
+/// Flags the harness adds to those it starts the gateway and the replicas with.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub gateway: Vec<String>,
+    pub replica: Vec<String>,
+}
+
 /// etcd: one server, or a cluster.
 pub enum Etcds {
     Single(Etcd),
@@ -226,8 +238,8 @@ pub struct Stack {
     bins: Bins,
     /// The gateway's token secret (so tokens survive a gateway restart).
     secret: String,
-    /// Extra gateway flags.
-    gateway_args: Vec<String>,
+    /// Extra flags.
+    flags: Flags,
     pub users: Arc<Vec<SeedUser>>,
     pub token: Arc<str>,
     pub client: Client,
@@ -235,11 +247,7 @@ pub struct Stack {
 
 impl Stack {
     /// Starts everything and registers [`SEED_USERS`] users through the gateway.
-    pub async fn start(
-        bins: &Bins,
-        cluster: bool,
-        gateway_args: &[String],
-    ) -> anyhow::Result<Stack> {
+    pub async fn start(bins: &Bins, cluster: bool, flags: &Flags) -> anyhow::Result<Stack> {
         let etcd = if cluster {
             Etcds::Cluster(EtcdCluster::start(3).await)
         } else {
@@ -274,7 +282,7 @@ impl Stack {
             db,
             bins: bins.clone(),
             secret,
-            gateway_args: gateway_args.to_vec(),
+            flags: flags.clone(),
             users: Arc::default(),
             token: Arc::from(""),
             client: Client::builder()
@@ -324,6 +332,7 @@ impl Stack {
             .arg(&endpoints)
             .arg("--database-url")
             .arg(&database)
+            .args(&self.flags.replica)
             .env_remove("KITEX_IP_TO_REGISTRY")
             .env_remove("ADVERTISE");
         if replica.registered != replica.listen {
@@ -373,7 +382,7 @@ impl Stack {
             .arg(self.gateway.addr.to_string())
             .arg("--etcd-endpoints")
             .arg(self.endpoints().join(","))
-            .args(&self.gateway_args)
+            .args(&self.flags.gateway)
             .env("JWT_SECRET", &self.secret)
             .env_remove("GATEWAY_DEV");
         self.gateway.process = Some(
