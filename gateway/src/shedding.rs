@@ -2,8 +2,9 @@
 //!
 //! While its CPUs are saturated, the gateway keeps at most as many requests in flight as it
 //! can carry without queueing (Little's law): its throughput (the most requests it finished in
-//! one bucket of the last second) times its latency without load (the best average latency of
-//! a bucket in the last half minute of calm), with headroom. Requests beyond that are refused
+//! one bucket of the last second) times the latency without load of the requests now coming
+//! (each route's best average latency of a bucket in the last half minute of calm, weighted by
+//! that route's share of the last bucket), with headroom. Requests beyond that are refused
 //! at once with 503 and `Retry-After`, so that the admitted ones keep their normal latency
 //! instead of every request waiting until it times out.
 //!

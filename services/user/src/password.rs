@@ -15,7 +15,9 @@
 //! is controlled as in Facebook's "Fail at Scale" (CoDel applied to a server's queue): once
 //! the queue has not been empty for [`STANDING`], a call is admitted only if the queue ahead of
 //! it takes no more than [`CONTROLLED_WAIT`] beyond the hashes running now, that is, if fewer
-//! calls wait than there are threads; the others are refused at once, as busy.
+//! calls wait than there are threads; the others are refused at once, as busy. The control
+//! lasts until [`STANDING`] passes without a refusal: the queue it keeps short empties often,
+//! and letting a burst queue again each time it did would bring the seconds-long waits back.
 //!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
@@ -66,9 +68,10 @@ pub struct Hasher {
     pace: Arc<Pace>,
 }
 
-/// A queue that has not been empty for this long stands: it is not a burst draining.
+/// A queue that has not been empty for this long stands: it is not a burst draining. The
+/// queue stays under control for as long after a refusal.
 const STANDING: Duration = Duration::from_millis(100);
-/// The longest a call may expect to wait for a thread while the queue stands.
+/// The longest a call may expect to wait for a thread while the queue is under control.
 const CONTROLLED_WAIT: Duration = Duration::from_millis(5);
 
 /// How busy the pool is: what a new call can expect.
@@ -77,10 +80,12 @@ struct Pace {
     threads: usize,
     /// Calls queued and not yet taken by a thread.
     waiting: AtomicUsize,
-    /// What `empty_us` counts from.
+    /// What `empty_us` and `refused_us` count from.
     origin: Instant,
     /// When the queue was last seen empty, in microseconds since `origin`.
     empty_us: AtomicU64,
+    /// When a call was last refused, in microseconds since `origin`; 0: never.
+    refused_us: AtomicU64,
     /// How long a hash has lately taken, in microseconds (a moving average; 0 before the
     /// first).
     hash_us: AtomicU64,
@@ -91,21 +96,35 @@ impl Pace {
         Duration::from_micros(self.hash_us.load(Ordering::Relaxed))
     }
 
-    /// Whether a call arriving now, with `timeout` to finish, is to be refused: the queue
-    /// ahead of it (its length shared by the threads, times a hash) and its own hash take
-    /// longer than `timeout`, or, while the queue stands, that wait is over [`CONTROLLED_WAIT`].
-    fn refuses(&self, timeout: Duration) -> bool {
+    /// Whether a call arriving now, with `timeout` to finish, may queue. It is refused (and
+    /// the refusal remembered) when the queue ahead of it (its length shared by the threads,
+    /// times a hash) and its own hash take longer than `timeout`, or, while the queue is under
+    /// control, when that wait is over [`CONTROLLED_WAIT`].
+    fn admits(&self, timeout: Duration) -> bool {
         let ahead = self.waiting.load(Ordering::Relaxed) / self.threads;
         let wait = self.hash_time() * u32::try_from(ahead).unwrap_or(u32::MAX);
-        wait + self.hash_time() > timeout || (wait > CONTROLLED_WAIT && self.standing())
+        let refused =
+            wait + self.hash_time() > timeout || (wait > CONTROLLED_WAIT && self.controlled());
+        if refused {
+            self.refused();
+        }
+        !refused
     }
 
-    /// Whether the queue has not been empty for [`STANDING`].
-    fn standing(&self) -> bool {
-        let since = self
-            .micros_now()
-            .saturating_sub(self.empty_us.load(Ordering::Relaxed));
-        since > STANDING.as_micros() as u64
+    /// Whether the queue has not been empty for [`STANDING`], or a call was refused within
+    /// it: a queue that refusals keep short empties often, and is still an overload's, not
+    /// a burst's.
+    fn controlled(&self) -> bool {
+        let now = self.micros_now();
+        let window = STANDING.as_micros() as u64;
+        let refused = self.refused_us.load(Ordering::Relaxed);
+        now.saturating_sub(self.empty_us.load(Ordering::Relaxed)) > window
+            || (refused != 0 && now.saturating_sub(refused) < window)
+    }
+
+    fn refused(&self) {
+        self.refused_us
+            .store(self.micros_now().max(1), Ordering::Relaxed);
     }
 
     fn micros_now(&self) -> u64 {
@@ -137,6 +156,7 @@ impl Hasher {
             waiting: AtomicUsize::new(0),
             origin: Instant::now(),
             empty_us: AtomicU64::new(0),
+            refused_us: AtomicU64::new(0),
             hash_us: AtomicU64::new(0),
         });
         for n in 0..concurrency.get() {
@@ -193,7 +213,7 @@ impl Hasher {
             Some(left) => left.min(self.queue_timeout),
             None => self.queue_timeout,
         };
-        if self.pace.refuses(timeout) {
+        if !self.pace.admits(timeout) {
             return Err(PasswordError::Busy(timeout));
         }
         self.enqueue(work, timeout)
@@ -486,30 +506,53 @@ mod tests {
     }
 
     /// A burst queues within its time; a queue that has stood for [`STANDING`] admits a call
-    /// only if a thread will be free for it at once; once it empties, the burst rule again.
+    /// only if a thread will be free for it at once, and so it does for [`STANDING`] after a
+    /// refusal, although the queue emptied; then the burst rule again.
     #[tokio::test]
     async fn a_standing_queue_refuses_what_a_burst_may_queue() {
         let hasher = Hasher::new(threads(1), Duration::from_secs(60));
         hasher.pace.took(Duration::from_millis(10));
-        let (release, busy) = hold_the_thread(&hasher).await;
-        let queued = hasher.enqueue(|_| (), Duration::from_secs(60));
-        assert!(
-            !hasher.pace.refuses(Duration::from_secs(60)),
-            "a burst: the queue was empty a moment ago"
-        );
+        let queue_behind_a_held_thread = || async {
+            let (release, busy) = hold_the_thread(&hasher).await;
+            let queued = hasher.enqueue(|_| (), Duration::from_secs(60));
+            (release, busy, queued)
+        };
+        let admits = || hasher.pace.admits(Duration::from_secs(60));
+
+        let (release, busy, queued) = queue_behind_a_held_thread().await;
+        assert!(admits(), "a burst: the queue was empty a moment ago");
         // The queue, held by the busy thread, has not emptied for longer than STANDING.
         tokio::time::sleep(STANDING + Duration::from_millis(20)).await;
-        assert!(
-            hasher.pace.refuses(Duration::from_secs(60)),
-            "a standing queue"
+        assert!(!admits(), "a standing queue");
+        assert_ne!(
+            hasher.pace.refused_us.load(Ordering::Relaxed),
+            0,
+            "remembered"
         );
         drop(release);
         assert!(busy.await.unwrap().unwrap());
         queued.await.unwrap().unwrap();
+
+        let (release, busy, queued) = queue_behind_a_held_thread().await;
+        // As if the refusal above had been a moment ago (however long the handover took).
+        hasher.pace.refused();
         assert!(
-            !hasher.pace.refuses(Duration::from_secs(60)),
-            "the queue emptied"
+            !admits(),
+            "the queue emptied, but a call was refused just now"
         );
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        queued.await.unwrap().unwrap();
+
+        tokio::time::sleep(STANDING + Duration::from_millis(20)).await;
+        let (release, busy, queued) = queue_behind_a_held_thread().await;
+        assert!(
+            admits(),
+            "a burst again: no refusal, the queue empty a moment ago"
+        );
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        queued.await.unwrap().unwrap();
     }
 
     #[tokio::test]

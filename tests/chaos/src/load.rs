@@ -73,6 +73,18 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// How the user service refuses a log-in or registration it has no hashing thread for in time,
+/// as [`Failure::kind`] labels the answer.
+pub const SERVICE_BUSY: &str = "code 10001 \"the service is busy; try again later\"";
+
+impl Failure {
+    /// A refusal made on purpose, by the gateway (503, 429) or by a replica's hashing pool
+    /// (busy): fast, and not a failure under overload.
+    pub fn is_refusal(&self) -> bool {
+        self.kind == "HTTP 503" || self.kind == "HTTP 429" || self.kind == SERVICE_BUSY
+    }
+}
+
 /// One request's outcome.
 #[derive(Clone, Debug)]
 pub struct Record {
@@ -189,8 +201,14 @@ impl Load {
     }
 }
 
+/// A closed-loop client sends a refused request again after this pause, as a client told to
+/// try again would: so the loop carries the mix as picked, not the requests that happen to be
+/// refused fastest, and does not spin on refusals.
+const CLOSED_LOOP_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 /// Closed loop: `clients` each send the mix back to back for `duration`, a request as soon as
-/// the previous one answered; what every request got (`at` from the start).
+/// the previous one answered (a refused one again after [`CLOSED_LOOP_RETRY_PAUSE`]); what
+/// every request got (`at` from the start of its first attempt).
 pub async fn closed_loop(
     target: Target,
     clients: usize,
@@ -210,7 +228,14 @@ pub async fn closed_loop(
                     break;
                 }
                 let op = pick(mix);
-                let failure = checked(&target, op, n * clients + client, &tag).await;
+                let failure = loop {
+                    match checked(&target, op, n * clients + client, &tag).await {
+                        Some(f) if f.is_refusal() && t0.elapsed() < duration => {
+                            tokio::time::sleep(CLOSED_LOOP_RETRY_PAUSE).await
+                        }
+                        other => break other,
+                    }
+                };
                 records.push(Record {
                     at: start.as_secs_f64(),
                     latency: (t0.elapsed() - start).as_secs_f64(),
