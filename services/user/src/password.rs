@@ -13,11 +13,11 @@
 //! That time bound lets a burst queue, which is what queues are for, but under a sustained
 //! flood it would keep the queue seconds long and every admitted call that slow. So the wait
 //! is controlled as in Facebook's "Fail at Scale" (CoDel applied to a server's queue): once
-//! the queue has not been empty for [`STANDING`], a call is admitted only if the queue ahead of
-//! it takes no more than [`CONTROLLED_WAIT`] beyond the hashes running now, that is, if fewer
-//! calls wait than there are threads; the others are refused at once, as busy. The control
-//! lasts until [`STANDING`] passes without a refusal: the queue it keeps short empties often,
-//! and letting a burst queue again each time it did would bring the seconds-long waits back.
+//! the queue has not been empty for 100 ms, a call is admitted only if the queue ahead of it
+//! takes no more than 5 ms beyond the hashes running now, that is, if fewer calls wait than
+//! there are threads; the others are refused at once, as busy. The control lasts until 100 ms
+//! pass without a refusal: the queue it keeps short empties often, and letting a burst queue
+//! again each time it did would bring the seconds-long waits back.
 //!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
