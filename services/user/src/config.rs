@@ -4,7 +4,7 @@ use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
 use rpc::volo_etcd::{EtcdArgs, RegisterOptions, ServeOptions, TelemetryArgs};
 
-use crate::password::{Hasher, default_concurrency};
+use crate::password::{Hasher, QueueControl, default_concurrency};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Serves UserService over Thrift, registered in etcd")]
@@ -48,6 +48,12 @@ pub struct Config {
     /// sooner, bounds it too).
     #[arg(long, env = "HASH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
+    /// Queue control, as Facebook's "Fail at Scale" applies CoDel to server queues: once the
+    /// hash queue has not been empty for this long (`100ms`), and until as long passes without
+    /// a refusal, a call is admitted only if a thread will take it at once. `off`: a call may
+    /// wait as long as --hash-queue-timeout allows.
+    #[arg(long, env = "HASH_QUEUE_CONTROL", default_value_t = QueueControl::OFF)]
+    pub hash_queue_control: QueueControl,
     /// How it logs and traces: --log-format (text or json), --otlp-endpoint.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -59,7 +65,11 @@ pub struct Config {
 
 impl Config {
     pub fn hasher(&self) -> Hasher {
-        Hasher::new(self.hash_concurrency, self.hash_queue_timeout)
+        Hasher::with_control(
+            self.hash_concurrency,
+            self.hash_queue_timeout,
+            self.hash_queue_control,
+        )
     }
 
     pub fn serve_options(&self) -> ServeOptions {

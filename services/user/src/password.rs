@@ -12,12 +12,15 @@
 //!
 //! That time bound lets a burst queue, which is what queues are for, but under a sustained
 //! flood it would keep the queue seconds long and every admitted call that slow. So the wait
-//! is controlled as in Facebook's "Fail at Scale" (CoDel applied to a server's queue): once
-//! the queue has not been empty for 100 ms, a call is admitted only if the queue ahead of it
-//! takes no more than 5 ms beyond the hashes running now, that is, if fewer calls wait than
-//! there are threads; the others are refused at once, as busy. The control lasts until 100 ms
-//! pass without a refusal: the queue it keeps short empties often, and letting a burst queue
-//! again each time it did would bring the seconds-long waits back.
+//! can be controlled ([`QueueControl`], off by default) as in Facebook's "Fail at Scale" (CoDel
+//! applied to a server's queue): once the queue has not been empty for its interval (say
+//! 100 ms), a call is admitted only if the queue ahead of it takes no more than 5 ms beyond
+//! the hashes running now, that is, if fewer calls wait than there are threads; the others are
+//! refused at once, as busy. The control lasts until the
+//! interval passes without a refusal: the queue it keeps short empties often, and letting a
+//! burst queue again each time it did would bring the seconds-long waits back. Off by
+//! default because a closed loop of more callers than threads (a batch job, a test suite)
+//! keeps a queue standing without any flood, and would get refusals for answers.
 //!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
@@ -68,9 +71,45 @@ pub struct Hasher {
     pace: Arc<Pace>,
 }
 
-/// A queue that has not been empty for this long stands: it is not a burst draining. The
-/// queue stays under control for as long after a refusal.
-const STANDING: Duration = Duration::from_millis(100);
+/// `--hash-queue-control`: how long the queue must have been non-empty to stand (and stays
+/// under control after a refusal), or `off`: a call may wait as long as its time allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueControl(Option<Duration>);
+
+impl QueueControl {
+    pub const OFF: Self = Self(None);
+
+    pub fn standing_after(interval: Duration) -> Self {
+        Self(Some(interval))
+    }
+}
+
+impl std::str::FromStr for QueueControl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self::OFF);
+        }
+        match humantime::parse_duration(text.trim()) {
+            Ok(interval) if !interval.is_zero() => Ok(Self::standing_after(interval)),
+            Ok(_) => Err("a zero interval would refuse every call that waits; say `off`".into()),
+            Err(e) => Err(format!(
+                "`{text}` is neither `off` nor a duration like `100ms`: {e}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(interval) => write!(f, "{}", humantime::format_duration(interval)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// The longest a call may expect to wait for a thread while the queue is under control.
 const CONTROLLED_WAIT: Duration = Duration::from_millis(5);
 
@@ -78,6 +117,8 @@ const CONTROLLED_WAIT: Duration = Duration::from_millis(5);
 #[derive(Debug)]
 struct Pace {
     threads: usize,
+    /// The interval of the control; `None`: off.
+    standing: Option<Duration>,
     /// Calls queued and not yet taken by a thread.
     waiting: AtomicUsize,
     /// What `empty_us` and `refused_us` count from.
@@ -111,12 +152,15 @@ impl Pace {
         !refused
     }
 
-    /// Whether the queue has not been empty for [`STANDING`], or a call was refused within
-    /// it: a queue that refusals keep short empties often, and is still an overload's, not
-    /// a burst's.
+    /// Whether the control is on and the queue has not been empty for its interval, or a
+    /// call was refused within it: a queue that refusals keep short empties often, and is
+    /// still an overload's, not a burst's.
     fn controlled(&self) -> bool {
+        let Some(standing) = self.standing else {
+            return false;
+        };
         let now = self.micros_now();
-        let window = STANDING.as_micros() as u64;
+        let window = u64::try_from(standing.as_micros()).unwrap_or(u64::MAX);
         let refused = self.refused_us.load(Ordering::Relaxed);
         now.saturating_sub(self.empty_us.load(Ordering::Relaxed)) > window
             || (refused != 0 && now.saturating_sub(refused) < window)
@@ -148,11 +192,21 @@ impl Pace {
 }
 
 impl Hasher {
+    /// A pool without queue control: each call may wait as long as its time allows.
     pub fn new(concurrency: NonZeroUsize, queue_timeout: Duration) -> Self {
+        Self::with_control(concurrency, queue_timeout, QueueControl::OFF)
+    }
+
+    pub fn with_control(
+        concurrency: NonZeroUsize,
+        queue_timeout: Duration,
+        control: QueueControl,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let pace = Arc::new(Pace {
             threads: concurrency.get(),
+            standing: control.0,
             waiting: AtomicUsize::new(0),
             origin: Instant::now(),
             empty_us: AtomicU64::new(0),
@@ -505,12 +559,18 @@ mod tests {
         }
     }
 
-    /// A burst queues within its time; a queue that has stood for [`STANDING`] admits a call
-    /// only if a thread will be free for it at once, and so it does for [`STANDING`] after a
-    /// refusal, although the queue emptied; then the burst rule again.
+    /// With the control on, a burst queues within its time; a queue that has stood for the
+    /// control's interval admits a call only if a thread will be free for it at once, and so
+    /// it does for the interval after a refusal, although the queue emptied; then the burst
+    /// rule again. With the control off, a standing queue admits what its time allows.
     #[tokio::test]
     async fn a_standing_queue_refuses_what_a_burst_may_queue() {
-        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        const STANDING: Duration = Duration::from_millis(100);
+        let hasher = Hasher::with_control(
+            threads(1),
+            Duration::from_secs(60),
+            QueueControl::standing_after(STANDING),
+        );
         hasher.pace.took(Duration::from_millis(10));
         let queue_behind_a_held_thread = || async {
             let (release, busy) = hold_the_thread(&hasher).await;
@@ -553,6 +613,38 @@ mod tests {
         drop(release);
         assert!(busy.await.unwrap().unwrap());
         queued.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_control_a_standing_queue_admits_what_its_time_allows() {
+        let hasher = Hasher::new(threads(1), Duration::from_secs(60));
+        hasher.pace.took(Duration::from_millis(10));
+        let (release, busy) = hold_the_thread(&hasher).await;
+        let queued = hasher.enqueue(|_| (), Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(hasher.pace.admits(Duration::from_secs(60)));
+        assert!(
+            !hasher.pace.admits(Duration::from_millis(15)),
+            "one hash ahead and its own: 20 ms"
+        );
+        drop(release);
+        assert!(busy.await.unwrap().unwrap());
+        queued.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn queue_control_parses() {
+        assert_eq!("off".parse(), Ok(QueueControl::OFF));
+        assert_eq!(
+            "100ms".parse(),
+            Ok(QueueControl::standing_after(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            QueueControl::standing_after(Duration::from_millis(100)).to_string(),
+            "100ms"
+        );
+        assert!("0s".parse::<QueueControl>().is_err());
+        assert!("soon".parse::<QueueControl>().is_err());
     }
 
     #[tokio::test]

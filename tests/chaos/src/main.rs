@@ -135,7 +135,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let flags = stack::Flags {
         gateway: gateway_args,
         replica: if selected.contains(&"overload") {
-            vec![stack::OVERLOAD_REPLICA.to_string()]
+            stack::OVERLOAD_REPLICA
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
         } else {
             Vec::new()
         },

@@ -80,8 +80,9 @@ pub const SHEDDING_OFF: &str = "--shed-cpu-threshold=off";
 
 /// For the overload fault, whose stack shares one CPU: each replica hashes one password at a
 /// time, as one sized for its own core would (by default a replica runs a hash per core it
-/// had at start, and the fault pins it to one after).
-pub const OVERLOAD_REPLICA: &str = "--hash-concurrency=1";
+/// had at start, and the fault pins it to one after), and controls its hash queue, as a
+/// service expecting floods would.
+pub const OVERLOAD_REPLICA: &[&str] = &["--hash-concurrency=1", "--hash-queue-control=100ms"];
 
 /// Flags the harness adds to those it starts the gateway and the replicas with.
 #[derive(Clone, Debug, Default)]
