@@ -16,11 +16,11 @@
 //! applied to a server's queue): once the queue has not been empty for its interval (say
 //! 100 ms), a call is admitted only if the queue ahead of it takes no more than 5 ms beyond
 //! the hashes running now, that is, if fewer calls wait than there are threads; the others are
-//! refused at once, as busy. The control lasts until the
-//! interval passes without a refusal: the queue it keeps short empties often, and letting a
-//! burst queue again each time it did would bring the seconds-long waits back. Off by
-//! default because a closed loop of more callers than threads (a batch job, a test suite)
-//! keeps a queue standing without any flood, and would get refusals for answers.
+//! refused at once, as busy. The control lasts until the interval passes without a refusal:
+//! the queue it keeps short empties often, and letting a burst queue again each time it did
+//! would bring the seconds-long waits back. Off by default because a closed loop of more
+//! callers than threads (a batch job, a test suite) keeps a queue standing without any
+//! flood, and would get refusals for answers.
 //!
 //! Why own the memory: allocated per hash, glibc's malloc keeps freed 19 MiB buffers around
 //! (about 130 MiB in the main arena, 200 MiB in each thread's), and tokio's blocking pool adds
