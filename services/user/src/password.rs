@@ -73,7 +73,7 @@ pub struct Hasher {
 
 /// `--hash-queue-control`: how long the queue must have been non-empty to stand (and stays
 /// under control after a refusal), or `off`: a call may wait as long as its time allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueControl(Option<Duration>);
 
 impl QueueControl {
@@ -562,7 +562,7 @@ mod tests {
     /// With the control on, a burst queues within its time; a queue that has stood for the
     /// control's interval admits a call only if a thread will be free for it at once, and so
     /// it does for the interval after a refusal, although the queue emptied; then the burst
-    /// rule again. With the control off, a standing queue admits what its time allows.
+    /// rule again.
     #[tokio::test]
     async fn a_standing_queue_refuses_what_a_burst_may_queue() {
         const STANDING: Duration = Duration::from_millis(100);

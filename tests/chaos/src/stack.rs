@@ -85,7 +85,7 @@ pub const SHEDDING_OFF: &str = "--shed-cpu-threshold=off";
 pub const OVERLOAD_REPLICA: &[&str] = &["--hash-concurrency=1", "--hash-queue-control=100ms"];
 
 /// Flags the harness adds to those it starts the gateway and the replicas with.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Flags {
     pub gateway: Vec<String>,
     pub replica: Vec<String>,
