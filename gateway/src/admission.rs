@@ -1,5 +1,6 @@
-//! What every request passes before routing: size bounds on its URI and headers, the gateway's
-//! and the client's rate limits, and load shedding. Refusals are cheap and answered in JSON.
+//! What every request passes before routing: size bounds on its URI and headers, and the
+//! gateway's and the client's rate limits. Refusals are cheap and answered in JSON. (Load
+//! shedding comes after routing: its bounds are per route.)
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc};
 
@@ -9,12 +10,7 @@ use volo_http::{
     server::IntoResponse as _,
 };
 
-use crate::{
-    RoutePath,
-    limits::Limits,
-    rejection::Rejection,
-    shedding::{Shedder, Ticket},
-};
+use crate::{limits::Limits, rejection::Rejection};
 
 /// Bounds on a request head, checked before anything else reads it.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +26,6 @@ pub struct Admission<S> {
     pub(crate) inner: S,
     pub(crate) head: HeadLimits,
     pub(crate) limits: Arc<Limits>,
-    pub(crate) shedder: Arc<Shedder>,
 }
 
 impl<S> Service<ServerContext, Request> for Admission<S>
@@ -42,21 +37,15 @@ where
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
         match self.admit(cx, &req) {
-            Ok(mut ticket) => {
-                let resp = self.inner.call(cx, req).await?;
-                if let Some(RoutePath(path)) = resp.extensions().get::<RoutePath>() {
-                    ticket.answered_by(path);
-                }
-                Ok(resp)
-            }
+            Ok(()) => self.inner.call(cx, req).await,
             Err(rejection) => Ok(rejection.into_response()),
         }
     }
 }
 
 impl<S> Admission<S> {
-    /// The checks in order of cost; the ticket holds the request's place in the shedder.
-    fn admit(&self, cx: &ServerContext, req: &Request) -> Result<Ticket<'_>, Rejection> {
+    /// The checks in order of cost.
+    fn admit(&self, cx: &ServerContext, req: &Request) -> Result<(), Rejection> {
         let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if uri_len > self.head.max_uri_bytes {
             return Err(Rejection::UriTooLong {
@@ -68,8 +57,7 @@ impl<S> Admission<S> {
                 limit: self.head.max_header_bytes,
             });
         }
-        self.limits.check_request(client_ip(cx))?;
-        self.shedder.admit().ok_or(Rejection::Overloaded)
+        Ok(self.limits.check_request(client_ip(cx))?)
     }
 }
 

@@ -123,6 +123,7 @@ pub fn app_with(
         jwt,
         body_limit: config.body_limit,
         limits: limits.clone(),
+        shedder: shedding::Shedder::new(config.shed_cpu_threshold),
     });
     let mut mounter = Mounter::new(shared);
     visit(&mut mounter);
@@ -145,7 +146,6 @@ pub fn app_with(
         inner: router,
         head: config.head_limits(),
         limits,
-        shedder: shedding::Shedder::new(config.shed_cpu_threshold),
     };
     let access_log = AccessLog {
         inner: cors::Cors {

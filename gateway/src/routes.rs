@@ -33,8 +33,13 @@ use volo_http::{
 };
 
 use crate::{
-    RoutePath, admission::client_ip, jwt::Jwt, limits::Limits, rejection::Rejection, reply,
-    request_id,
+    RoutePath,
+    admission::client_ip,
+    jwt::Jwt,
+    limits::Limits,
+    rejection::Rejection,
+    reply, request_id,
+    shedding::{RouteGate, Shedder},
 };
 
 /// What every route handler shares, built once at start.
@@ -45,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) body_limit: usize,
     /// The log-in limits of token-issuing routes.
     pub(crate) limits: Arc<Limits>,
+    /// Refuses what the routes cannot carry while the CPUs are saturated.
+    pub(crate) shedder: Arc<Shedder>,
 }
 
 /// The [`RouteVisitor`] the gateway mounts routes with; hand it to a generated `visit_routes`.
@@ -80,6 +87,7 @@ impl RouteVisitor for Mounter {
         let route = E::ROUTE;
         let service = RouteService::<E> {
             client: client.clone(),
+            gate: Arc::new(self.shared.shedder.add_route()),
             shared: self.shared.clone(),
             has_body: route.fields.iter().any(|f| f.source == Source::Body),
             _endpoint: PhantomData,
@@ -201,6 +209,8 @@ impl Service<ServerContext, Request> for OptionsService {
 /// One route: auth, body, binding, validation, the RPC, the envelope.
 struct RouteService<E: Endpoint> {
     client: E::Client,
+    /// The route's place in the shedder.
+    gate: Arc<RouteGate>,
     shared: Arc<Shared>,
     /// Whether the route reads a JSON body (else the body is ignored).
     has_body: bool,
@@ -211,6 +221,7 @@ impl<E: Endpoint> Clone for RouteService<E> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
+            gate: self.gate.clone(),
             shared: self.shared.clone(),
             has_body: self.has_body,
             _endpoint: PhantomData,
@@ -223,10 +234,11 @@ impl<E: Endpoint> Service<ServerContext, Request> for RouteService<E> {
     type Error = Infallible;
 
     async fn call(&self, cx: &mut ServerContext, req: Request) -> Result<Response, Infallible> {
-        let mut response = self
-            .handle(cx, req)
-            .await
-            .unwrap_or_else(IntoResponse::into_response);
+        let mut response = match self.shared.shedder.admit(&self.gate) {
+            Some(_ticket) => self.handle(cx, req).await,
+            None => Err(Rejection::Overloaded),
+        }
+        .unwrap_or_else(IntoResponse::into_response);
         response.extensions_mut().insert(RoutePath(E::ROUTE.path));
         Ok(response)
     }

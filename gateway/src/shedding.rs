@@ -1,12 +1,18 @@
-//! Adaptive load shedding, in the manner of go-zero's and Kratos' BBR shedders.
+//! Adaptive load shedding, in the manner of go-zero's and Kratos' BBR shedders, bound per route.
 //!
-//! While its CPUs are saturated, the gateway keeps at most as many requests in flight as it
-//! can carry without queueing (Little's law): its throughput (the most requests it finished in
-//! one bucket of the last second) times the latency without load of the requests now coming
-//! (each route's best average latency of a bucket in the last half minute of calm, weighted by
-//! that route's share of the last bucket), with headroom. Requests beyond that are refused
-//! at once with 503 and `Retry-After`, so that the admitted ones keep their normal latency
-//! instead of every request waiting until it times out.
+//! While its CPUs are saturated, the gateway keeps at most as many requests of each IDL route
+//! in flight as the route can carry without queueing (Little's law): the route's throughput
+//! (its requests finished in the last second) times its latency without load (its best
+//! average latency of a bucket in the last half minute of calm), with headroom, and never
+//! fewer than two for a route cheaper than the average request. Requests beyond that are
+//! refused at once with 503 and `Retry-After`, so that the admitted ones keep their normal
+//! latency instead of every request waiting until it times out. The bound is per route
+//! because requests differ in cost: a log-in hashes a password for tens of milliseconds, a
+//! `GET` takes well under one, and under one bound counting requests the log-ins would hold
+//! the slots that the cheap requests need. A route with too little history yet is bounded by
+//! the same law over all routes (their best bucket's throughput, and the latency without load
+//! of the requests now coming). The gateway's own paths (`/healthz`, `/metrics`, ...) are
+//! never shed: an overloaded gateway must still be seen.
 //!
 //! The latency without load is remembered through an overload: time spent shedding does not
 //! age it, or the queueing that shedding allows would become the new normal, step by step.
@@ -14,16 +20,15 @@
 //! Shedding starts only when both say so: the CPUs are saturated, and a queue stands (even
 //! the fastest request of the last 100 ms took longer than an average one without load,
 //! CoDel's test), among all requests or among those of one route measured against that
-//! route's own latency without load: requests differ in cost (a log-in hashes a password
-//! for tens of milliseconds, a `GET` takes well under one), and on saturated CPUs the
-//! costly ones queue, for the CPU, while cheap ones still pass quickly. The CPU gate keeps
-//! a slow backend from being mistaken for overload: a hung replica raises latency and
-//! requests in flight too, but not CPU, and retries are the answer to it. The queue test
-//! keeps a busy host's bursts from being mistaken for it: a burst leaves some requests
-//! fast. Once started, it lasts until a second passes without a refusal and, while the CPUs
-//! stay saturated, keeps fewer requests in flight than it took to start (two per CPU, not
-//! four), so that an overload's queue stays short. The CPUs are those the gateway may run
-//! on (its affinity, as `taskset` or a cpuset sets it).
+//! route's own latency without load: on saturated CPUs the costly requests queue, for the
+//! CPU, while cheap ones still pass quickly. The CPU gate keeps a slow backend from being
+//! mistaken for overload: a hung replica raises latency and requests in flight too, but
+//! not CPU, and retries are the answer to it. The queue test keeps a busy host's bursts
+//! from being mistaken for it: a burst leaves some requests fast. Once started, it lasts
+//! until a second passes without a refusal and, while the CPUs stay saturated, keeps fewer
+//! requests in flight than it took to start (two per CPU, not four), so that an overload's
+//! queue stays short. The CPUs are those the gateway may run on (its affinity, as `taskset`
+//! or a cpuset sets it).
 
 use std::{
     fmt,
@@ -53,6 +58,9 @@ const KEEP_IN_FLIGHT_PER_CPU: usize = 2;
 /// A route's bucket shows a standing queue only with this many requests: one slow request is
 /// not a queue.
 const MIN_ROUTE_SAMPLES: u64 = 2;
+/// In-flight requests of a cheap route never refused for the route's own bound: one being
+/// answered while the next arrives is not a queue.
+const MIN_ROUTE_IN_FLIGHT: usize = 2;
 /// Room above the estimate: without it, every refusal would lower the next estimate.
 const HEADROOM: f64 = 1.5;
 /// After a refusal, shedding stays armed this long even if the CPU dips, so that it does not
@@ -118,16 +126,11 @@ struct State {
     last_second: u64,
     /// The latency without load of all requests.
     best: Calm,
-    /// Each IDL route's own, and its last two buckets: a route's requests can queue (for a
-    /// CPU, behind each other) while the cheap requests of other routes stay fast.
+    /// Each IDL route's own window and latency without load, at its [`RouteGate`]'s index.
     routes: Vec<RouteStats>,
     /// Until when shedding stays armed after the last refusal.
     armed_until: Option<Instant>,
 }
-
-/// Routes with statistics of their own, at most (the IDL's routes; anything past is not
-/// tracked by route).
-const MAX_ROUTES: usize = 256;
 
 /// The best average latency of a bucket, per second of calm (slot `calm_seconds % N`).
 #[derive(Clone, Copy, Default)]
@@ -153,11 +156,18 @@ impl Calm {
 }
 
 /// One route's share of the window.
+#[derive(Clone, Copy, Default)]
 struct RouteStats {
-    path: &'static str,
-    /// The buckets of the last two ticks, at `tick % 2`.
-    window: [Bucket; 2],
+    window: [Bucket; BUCKETS],
     best: Calm,
+}
+
+/// A route's own place in the shedder: its requests are counted, and bounded, apart from
+/// other routes'. Made by [`Shedder::add_route`] when the route is mounted.
+pub struct RouteGate {
+    /// Index of the route's [`RouteStats`].
+    index: usize,
+    in_flight: AtomicUsize,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -201,22 +211,14 @@ impl Bucket {
 /// An admitted request; dropping it (when the answer is ready) records its latency.
 pub struct Ticket<'a> {
     shedder: &'a Shedder,
+    route: &'a RouteGate,
     admitted: Instant,
-    route: Option<&'static str>,
-}
-
-impl Ticket<'_> {
-    /// The request was answered by the IDL route of this path: its latency counts for the
-    /// route too.
-    pub fn answered_by(&mut self, path: &'static str) {
-        self.route = Some(path);
-    }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         self.shedder
-            .finish(self.admitted, Instant::now(), self.route);
+            .finish(self.route, self.admitted, Instant::now());
     }
 }
 
@@ -255,22 +257,37 @@ impl Shedder {
         Arc::new(Self::with_gauge(threshold, cpu))
     }
 
-    /// Admits a request (the ticket lives until its answer is ready), or refuses it.
-    pub fn admit(&self) -> Option<Ticket<'_>> {
+    /// A route whose requests are bounded apart: call once per route, as it is mounted.
+    pub fn add_route(&self) -> RouteGate {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.routes.push(RouteStats::default());
+        RouteGate {
+            index: state.routes.len() - 1,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Admits a request of `route` (the ticket lives until its answer is ready), or refuses
+    /// it.
+    pub fn admit<'a>(&'a self, route: &'a RouteGate) -> Option<Ticket<'a>> {
         let now = Instant::now();
         let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if self.should_refuse(in_flight, now) {
+        let of_route = route.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.should_refuse(route.index, in_flight, of_route, now) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            route.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Ticket {
             shedder: self,
+            route,
             admitted: now,
-            route: None,
         })
     }
 
-    fn should_refuse(&self, in_flight: usize, now: Instant) -> bool {
+    /// Whether to refuse a request of the route at `route` that finds `in_flight` requests in
+    /// flight, `of_route` of them its route's.
+    fn should_refuse(&self, route: usize, in_flight: usize, of_route: usize, now: Instant) -> bool {
         let Some(threshold) = self.cpu_threshold else {
             return false;
         };
@@ -291,17 +308,22 @@ impl Shedder {
         } else {
             START_IN_FLIGHT_PER_CPU
         } * cpus;
-        let refuse = state
-            .max_in_flight(now)
-            .is_some_and(|max| in_flight >= max.max(floor));
+        if in_flight < floor {
+            return false;
+        }
+        let refuse = match state.route_max_in_flight(route, now) {
+            Some(max) => of_route >= max,
+            None => state.max_in_flight(now).is_some_and(|max| in_flight >= max),
+        };
         if refuse {
             state.armed_until = Some(now + COOL_OFF);
         }
         refuse
     }
 
-    fn finish(&self, admitted: Instant, now: Instant, route: Option<&'static str>) {
+    fn finish(&self, route: &RouteGate, admitted: Instant, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        route.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.cpu_threshold.is_none() {
             return;
         }
@@ -309,9 +331,10 @@ impl Shedder {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.roll(now);
         let tick = state.tick(now);
-        state.window[(tick % BUCKETS as u64) as usize].record(tick, latency);
-        if let Some(route) = route.and_then(|path| state.route(path)) {
-            route.window[(tick % 2) as usize].record(tick, latency);
+        let slot = (tick % BUCKETS as u64) as usize;
+        state.window[slot].record(tick, latency);
+        if let Some(stats) = state.routes.get_mut(route.index) {
+            stats.window[slot].record(tick, latency);
         }
     }
 }
@@ -349,32 +372,16 @@ impl State {
             self.last_second = second;
         }
         let calm = self.calm_seconds;
-        let bucket = self.window[(done % BUCKETS as u64) as usize];
+        let slot = (done % BUCKETS as u64) as usize;
+        let bucket = self.window[slot];
         if bucket.tick == done {
             self.best.fold(calm, &bucket);
         }
         for route in &mut self.routes {
-            let bucket = route.window[(done % 2) as usize];
+            let bucket = route.window[slot];
             if bucket.tick == done {
                 route.best.fold(calm, &bucket);
             }
-        }
-    }
-
-    /// The statistics of the route at `path`, new if it has none yet (`None` past
-    /// [`MAX_ROUTES`]).
-    fn route(&mut self, path: &'static str) -> Option<&mut RouteStats> {
-        match self.routes.iter().position(|r| r.path == path) {
-            Some(i) => Some(&mut self.routes[i]),
-            None if self.routes.len() < MAX_ROUTES => {
-                self.routes.push(RouteStats {
-                    path,
-                    window: [Bucket::default(); 2],
-                    best: Calm::default(),
-                });
-                self.routes.last_mut()
-            }
-            None => None,
         }
     }
 
@@ -388,7 +395,7 @@ impl State {
         let last = self.tick(now).wrapping_sub(1);
         self.window[(last % BUCKETS as u64) as usize].all_slower(last, 1, self.best.unloaded())
             || self.routes.iter().any(|route| {
-                route.window[(last % 2) as usize].all_slower(
+                route.window[(last % BUCKETS as u64) as usize].all_slower(
                     last,
                     MIN_ROUTE_SAMPLES,
                     route.best.unloaded(),
@@ -396,26 +403,40 @@ impl State {
             })
     }
 
-    /// Requests the gateway can carry at once: the most finished in a past bucket of the
-    /// window (the current one is still filling), times the latency without load of the
-    /// requests now coming, with headroom; `None` until enough buckets have data. (The caller
+    /// Requests the gateway can carry at once, all routes together: the most finished in one
+    /// past bucket of the window as a rate, times the latency without load of the requests
+    /// now coming ([`little_bound`]); `None` until enough buckets have data. (The caller
     /// applies its floor.)
     fn max_in_flight(&self, now: Instant) -> Option<usize> {
         let current = self.tick(now);
-        let past = self
-            .window
-            .iter()
-            .filter(|b| b.finished > 0 && b.tick < current && current - b.tick < BUCKETS as u64);
-        let (sampled, most_finished) =
-            past.fold((0, 0), |(n, most), b| (n + 1, most.max(b.finished)));
         let unloaded = self
             .mix_unloaded(current.wrapping_sub(1))
             .or(self.best.unloaded())?;
-        if sampled < MIN_SAMPLED_BUCKETS {
-            return None;
-        }
-        let per_second = most_finished as f64 / BUCKET.as_secs_f64();
-        Some((per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize)
+        let (_, most) = sample(&self.window, current)?;
+        Some(little_bound(most as f64 / BUCKET.as_secs_f64(), unloaded))
+    }
+
+    /// Requests of the route at `route` it can carry at once: its mean rate over the window
+    /// (of a sparse route, the best of ten buckets is mostly chance: log-ins that average 2 a
+    /// bucket have a best of 5) times its own latency without load ([`little_bound`]); at
+    /// least [`MIN_ROUTE_IN_FLIGHT`] unless the route costs more than the requests now coming
+    /// do on average, since on saturated CPUs a cheap route's latency is mostly the wait for
+    /// the costly ones' CPU, not a queue of its own.
+    fn route_max_in_flight(&self, route: usize, now: Instant) -> Option<usize> {
+        let stats = self.routes.get(route)?;
+        let current = self.tick(now);
+        let unloaded = stats.best.unloaded()?;
+        let (finished, _) = sample(&stats.window, current)?;
+        let span = BUCKET * (BUCKETS as u32 - 1);
+        let bound = little_bound(finished as f64 / span.as_secs_f64(), unloaded);
+        let costly = self
+            .mix_unloaded(current.wrapping_sub(1))
+            .is_some_and(|mix| unloaded > mix);
+        Some(if costly {
+            bound.max(1)
+        } else {
+            bound.max(MIN_ROUTE_IN_FLIGHT)
+        })
     }
 
     /// The latency without load of the requests of bucket `tick`, route by route: each
@@ -426,7 +447,7 @@ impl State {
             .routes
             .iter()
             .filter_map(|route| {
-                let bucket = &route.window[(tick % 2) as usize];
+                let bucket = &route.window[(tick % BUCKETS as u64) as usize];
                 let unloaded = route.best.unloaded()?;
                 (bucket.tick == tick && bucket.finished > 0)
                     .then(|| (bucket.finished, unloaded * bucket.finished as u32))
@@ -436,6 +457,23 @@ impl State {
             });
         (finished > 0).then(|| total / finished as u32)
     }
+}
+
+/// The past buckets of a window (the current one, `current`, is still filling): the requests
+/// they finished, and the most one of them did; `None` until [`MIN_SAMPLED_BUCKETS`] have data.
+fn sample(window: &[Bucket; BUCKETS], current: u64) -> Option<(u64, u64)> {
+    let past = window
+        .iter()
+        .filter(|b| b.finished > 0 && b.tick < current && current - b.tick < BUCKETS as u64);
+    let (sampled, finished, most) = past.fold((0, 0, 0), |(n, sum, most), b| {
+        (n + 1, sum + b.finished, most.max(b.finished))
+    });
+    (sampled >= MIN_SAMPLED_BUCKETS).then_some((finished, most))
+}
+
+/// Little's law: requests in flight at `per_second` that each take `unloaded`, with headroom.
+fn little_bound(per_second: f64, unloaded: Duration) -> usize {
+    (per_second * unloaded.as_secs_f64() * HEADROOM).ceil() as usize
 }
 
 /// The CPUs the gateway may run on, as [`sample_cpu`] last read them.
@@ -551,9 +589,34 @@ fn read_cpu_times() -> Option<CpuTimes> {
 mod tests {
     use super::*;
 
-    /// A shedder whose CPUs (`CPUS` of them) are `cpu_per_mille` busy.
+    /// A shedder whose CPUs (`CPUS` of them) are `cpu_per_mille` busy, with one route: the
+    /// route of [`refuses`] and [`feed`].
     fn shedder(cpu_per_mille: u32) -> Shedder {
-        Shedder::with_gauge(CpuThreshold(Some(90)), gauge(cpu_per_mille))
+        let s = Shedder::with_gauge(CpuThreshold(Some(90)), gauge(cpu_per_mille));
+        s.add_route();
+        s
+    }
+
+    /// The first route.
+    const ONLY: usize = 0;
+
+    /// Whether a request would be refused with `in_flight` requests in flight, all of the
+    /// first route: fed as many requests in each bucket, its bound is then the bound of all.
+    fn refuses(s: &Shedder, in_flight: usize, now: Instant) -> bool {
+        s.should_refuse(ONLY, in_flight, in_flight, now)
+    }
+
+    /// `n` requests of the route at `route` that took `latency`, finished at `done`.
+    fn finish_at(s: &Shedder, route: usize, n: u64, done: Instant, latency: Duration) {
+        let gate = RouteGate {
+            index: route,
+            in_flight: AtomicUsize::new(0),
+        };
+        for _ in 0..n {
+            s.in_flight.fetch_add(1, Ordering::AcqRel);
+            gate.in_flight.fetch_add(1, Ordering::AcqRel);
+            s.finish(&gate, done - latency, done);
+        }
     }
 
     const CPUS: u32 = 4;
@@ -588,11 +651,13 @@ mod tests {
         latency: Duration,
     ) -> Instant {
         for k in 0..buckets {
-            let done = start + BUCKET * k + BUCKET / 2;
-            for _ in 0..per_bucket {
-                s.in_flight.fetch_add(1, Ordering::AcqRel);
-                s.finish(done - latency, done, None);
-            }
+            finish_at(
+                s,
+                ONLY,
+                per_bucket,
+                start + BUCKET * k + BUCKET / 2,
+                latency,
+            );
         }
         start + BUCKET * buckets
     }
@@ -627,8 +692,8 @@ mod tests {
         let now = fill_queued(&s, 100, Duration::from_millis(20));
         let most = with_headroom(20.0);
         assert_eq!(limit(&s, now), Some(most));
-        assert!(!s.should_refuse(most - 1, now));
-        assert!(s.should_refuse(most, now));
+        assert!(!refuses(&s, most - 1, now));
+        assert!(refuses(&s, most, now));
     }
 
     #[test]
@@ -636,68 +701,130 @@ mod tests {
         let s = shedder(1000);
         let now = fill(&s, 100, Duration::from_millis(20));
         assert!(
-            !s.should_refuse(1_000, now),
+            !refuses(&s, 1_000, now),
             "the fastest took no longer than usual"
         );
         // One slow request among fast ones: still no standing queue.
         let now = feed_buckets(&s, now, 1, 100, Duration::from_millis(20));
-        s.in_flight.fetch_add(1, Ordering::AcqRel);
-        s.finish(now - Duration::from_secs(1), now - BUCKET / 2, None);
-        assert!(!s.should_refuse(1_000, now));
+        finish_at(&s, ONLY, 1, now - BUCKET / 2, Duration::from_secs(1));
+        assert!(!refuses(&s, 1_000, now));
     }
 
-    /// `n` requests of `route` that took `latency`, finished in the middle of the bucket that
-    /// starts at `start`.
-    fn finish_route(s: &Shedder, start: Instant, n: u32, route: &'static str, latency: Duration) {
-        let done = start + BUCKET / 2;
-        for _ in 0..n {
-            s.in_flight.fetch_add(1, Ordering::AcqRel);
-            s.finish(done - latency, done, Some(route));
-        }
+    /// `n` requests of the route at `route` that took `latency`, finished in the middle of the
+    /// bucket that starts at `start`.
+    fn finish_route(s: &Shedder, start: Instant, n: u64, route: usize, latency: Duration) {
+        finish_at(s, route, n, start + BUCKET / 2, latency);
+    }
+
+    /// A shedder on saturated CPUs with two routes: (shedder, cheap route, costly route).
+    fn get_and_login() -> (Shedder, usize, usize) {
+        let s = Shedder::with_gauge(CpuThreshold(Some(90)), gauge(1000));
+        let (get, login) = (s.add_route().index, s.add_route().index);
+        (s, get, login)
     }
 
     /// Cheap requests stay fast, and every log-in of the last bucket waited: a queue stands
     /// on that route. One slow log-in among them is no queue.
     #[test]
     fn a_route_whose_every_request_waited_has_a_standing_queue() {
-        let s = shedder(1000);
+        let (s, get, login) = get_and_login();
         let (fast, hash) = (Duration::from_millis(1), Duration::from_millis(20));
-        let origin = s.state.lock().unwrap().origin;
-        let mut now = origin;
+        let mut now = s.state.lock().unwrap().origin;
         for _ in 0..10 {
-            finish_route(&s, now, 50, "/get", fast);
-            finish_route(&s, now, 5, "/login", hash);
+            finish_route(&s, now, 50, get, fast);
+            finish_route(&s, now, 5, login, hash);
             now += BUCKET;
         }
-        assert!(!s.should_refuse(1_000, now), "calm");
-        finish_route(&s, now, 50, "/get", fast);
-        finish_route(&s, now, 1, "/login", hash * 10);
+        assert!(!s.should_refuse(login, 1_000, 500, now), "calm");
+        finish_route(&s, now, 50, get, fast);
+        finish_route(&s, now, 1, login, hash * 10);
         now += BUCKET;
-        assert!(!s.should_refuse(1_000, now), "one slow log-in");
-        finish_route(&s, now, 50, "/get", fast);
-        finish_route(&s, now, 5, "/login", hash * 4);
+        assert!(!s.should_refuse(login, 1_000, 500, now), "one slow log-in");
+        finish_route(&s, now, 50, get, fast);
+        finish_route(&s, now, 5, login, hash * 4);
         now += BUCKET;
-        assert!(s.should_refuse(1_000, now), "every log-in waited");
+        assert!(
+            s.should_refuse(login, 1_000, 500, now),
+            "every log-in waited"
+        );
+    }
+
+    /// While shedding, each route is held to its own throughput times its own latency without
+    /// load: log-ins at their bound do not take the room of the cheap requests.
+    #[test]
+    fn each_route_is_bounded_by_its_own_cost() {
+        let (s, get, login) = get_and_login();
+        let (fast, hash) = (Duration::from_millis(2), Duration::from_millis(30));
+        let mut now = s.state.lock().unwrap().origin;
+        for _ in 0..10 {
+            finish_route(&s, now, 100, get, fast);
+            finish_route(&s, now, 10, login, hash);
+            now += BUCKET;
+        }
+        finish_route(&s, now, 100, get, fast);
+        finish_route(&s, now, 10, login, hash * 4);
+        now += BUCKET;
+        // Log-ins: 100/s of 30 ms, 3 at once and headroom. GETs: 1,000/s of 2 ms, 2 at once
+        // and headroom. (Each route's rate is its mean over the window.)
+        let (logins, gets) = (with_headroom(3.0), with_headroom(2.0));
+        let state = s.state.lock().unwrap();
+        assert_eq!(state.route_max_in_flight(login, now), Some(logins));
+        assert_eq!(state.route_max_in_flight(get, now), Some(gets));
+        drop(state);
+        let all = START + logins + gets;
+        assert!(s.should_refuse(login, all, logins, now));
+        assert!(!s.should_refuse(get, all, gets - 1, now));
+        assert!(s.should_refuse(get, all, gets, now));
+        assert!(!s.should_refuse(login, all, logins - 1, now));
+        // A route never refused for its own bound below its floor.
+        assert!(!s.should_refuse(get, all, MIN_ROUTE_IN_FLIGHT - 1, now));
+    }
+
+    /// A sparse costly route is bounded by its mean rate, not by its luckiest bucket, and
+    /// may go down to one in flight; a cheap route keeps two.
+    #[test]
+    fn a_sparse_costly_route_is_held_to_its_mean() {
+        let (s, get, login) = get_and_login();
+        let (fast, hash) = (Duration::from_millis(1), Duration::from_millis(25));
+        let mut now = s.state.lock().unwrap().origin;
+        // Four log-ins every other bucket; in the last, they all waited.
+        for k in 0..11u32 {
+            finish_route(&s, now, 10, get, fast);
+            let logins = if k % 2 == 0 { 4 } else { 0 };
+            finish_route(&s, now, logins, login, hash * (1 + k / 10));
+            now += BUCKET;
+        }
+        // Log-ins: 20 in the 9 past buckets of the window, 22/s of 25 ms, 0.8 at once with
+        // headroom (their best bucket, 40/s, would allow 2). GETs: 100/s of 1 ms, 0.1 at once.
+        let state = s.state.lock().unwrap();
+        assert_eq!(state.route_max_in_flight(login, now), Some(1));
+        assert_eq!(
+            state.route_max_in_flight(get, now),
+            Some(MIN_ROUTE_IN_FLIGHT)
+        );
+        drop(state);
+        assert!(s.should_refuse(login, START, 1, now));
+        assert!(!s.should_refuse(get, START, MIN_ROUTE_IN_FLIGHT - 1, now));
     }
 
     /// Light load: cheap requests alone in some buckets, costly ones alone in others. Under
     /// load, the estimate weighs each route's own latency without load by its requests, not
     /// the best bucket's (of cheap requests alone).
     #[test]
-    fn the_limit_weighs_each_route_by_its_own_cost() {
-        let s = shedder(1000);
+    fn the_limit_of_all_weighs_each_route_by_its_own_cost() {
+        let (s, get, login) = get_and_login();
         let (fast, hash) = (Duration::from_millis(1), Duration::from_millis(20));
         let mut now = s.state.lock().unwrap().origin;
         for k in 0..10 {
             if k % 2 == 0 {
-                finish_route(&s, now, 5, "/get", fast);
+                finish_route(&s, now, 5, get, fast);
             } else {
-                finish_route(&s, now, 1, "/login", hash);
+                finish_route(&s, now, 1, login, hash);
             }
             now += BUCKET;
         }
-        finish_route(&s, now, 100, "/get", fast);
-        finish_route(&s, now, 10, "/login", hash);
+        finish_route(&s, now, 100, get, fast);
+        finish_route(&s, now, 10, login, hash);
         now += BUCKET;
         // 1,100/s of (100 × 1 ms + 10 × 20 ms) / 110: 3 at once (the best bucket's 1 ms
         // would make it 1.1).
@@ -710,38 +837,38 @@ mod tests {
     fn nothing_is_refused_while_the_cpu_has_room() {
         let s = shedder(500);
         let now = fill(&s, 100, Duration::from_millis(20));
-        assert!(!s.should_refuse(1_000, now));
+        assert!(!refuses(&s, 1_000, now));
     }
 
     #[test]
     fn a_refusal_keeps_shedding_armed_for_a_while_after_the_cpu_dips() {
         let s = shedder(1000);
         let now = fill_queued(&s, 100, Duration::from_millis(20));
-        assert!(s.should_refuse(50, now));
+        assert!(refuses(&s, 50, now));
         s.cpu.busy_per_mille.store(0, Ordering::Relaxed);
         let later = now + COOL_OFF / 2;
-        assert!(s.should_refuse(50, later));
+        assert!(refuses(&s, 50, later));
         // Each refusal re-arms it.
-        assert!(!s.should_refuse(50, later + COOL_OFF));
+        assert!(!refuses(&s, 50, later + COOL_OFF));
     }
 
     #[test]
     fn nothing_is_shed_below_the_floor_or_in_a_young_window() {
         let s = shedder(1000);
-        assert!(!s.should_refuse(1_000, Instant::now()), "no data yet");
+        assert!(!refuses(&s, 1_000, Instant::now()), "no data yet");
         let now = fill_queued(&s, 1, Duration::from_millis(1));
         assert_eq!(s.state.lock().unwrap().max_in_flight(now), Some(1));
-        assert!(!s.should_refuse(START - 1, now));
-        assert!(s.should_refuse(START, now));
+        assert!(!refuses(&s, START - 1, now));
+        assert!(refuses(&s, START, now));
         // Once shedding, it keeps fewer in flight.
-        assert!(!s.should_refuse(KEEP - 1, now));
-        assert!(s.should_refuse(KEEP, now));
+        assert!(!refuses(&s, KEEP - 1, now));
+        assert!(refuses(&s, KEEP, now));
         // The floors follow the CPUs the gateway may use.
         s.cpu.cpus.store(1, Ordering::Relaxed);
-        assert!(s.should_refuse(KEEP_IN_FLIGHT_PER_CPU, now));
+        assert!(refuses(&s, KEEP_IN_FLIGHT_PER_CPU, now));
         s.state.lock().unwrap().armed_until = None;
-        assert!(!s.should_refuse(START_IN_FLIGHT_PER_CPU - 1, now));
-        assert!(s.should_refuse(START_IN_FLIGHT_PER_CPU, now));
+        assert!(!refuses(&s, START_IN_FLIGHT_PER_CPU - 1, now));
+        assert!(refuses(&s, START_IN_FLIGHT_PER_CPU, now));
     }
 
     #[test]
@@ -774,7 +901,7 @@ mod tests {
     #[test]
     fn off_admits_everything() {
         let s = Shedder::with_gauge(CpuThreshold::OFF, gauge(1000));
-        assert!(!s.should_refuse(usize::MAX, Instant::now()));
+        assert!(!refuses(&s, usize::MAX, Instant::now()));
     }
 
     #[test]
