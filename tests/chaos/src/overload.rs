@@ -12,7 +12,9 @@
 //! - **overload**: open loop at [`FACTOR`] × capacity for [`OVERLOAD_SECS`]. Goodput counts
 //!   the requests due in that time that were answered 200 with code 0; a refusal (the
 //!   gateway's 503 or 429, or a replica's "busy") is not a failure but not goodput either; the
-//!   p99 is that of the answered requests.
+//!   p99 is that of the answered requests. Goodput counts requests whatever they cost, and
+//!   the gateway sheds by cost: the report also sets each operation's answers a second
+//!   against its rate at capacity.
 //! - **memory**: the resident size of the gateway and both replicas, sampled every 500 ms.
 //! - **recovery**: open loop at a tenth of capacity again from the moment the overload stops;
 //!   from then to the first full second with no failure and p99 ≤ max(2 × unloaded p99,
@@ -52,9 +54,22 @@ fn is_refusal(r: &Record) -> bool {
     r.failure.as_ref().is_some_and(Failure::is_refusal)
 }
 
+/// The operations of the mix, in the order of [`PerOp`].
+const OPS: [Op; 3] = [Op::Get, Op::Login, Op::Register];
+
+/// Requests a second answered 200 with code 0, of each of [`OPS`].
+type PerOp = [f64; 3];
+
+fn per_op(records: &[&Record], seconds: f64) -> PerOp {
+    OPS.map(|op| {
+        let answered = records.iter().filter(|r| r.op == op && r.failure.is_none());
+        answered.count() as f64 / seconds
+    })
+}
+
 /// Requests a second the stack answers 200 with code 0 to [`CAPACITY_CLIENTS`] clients sending
 /// the mix back to back, after [`CAPACITY_WARM_UP`].
-async fn capacity(target: &load::Target, mix: load::Mix) -> f64 {
+async fn capacity(target: &load::Target, mix: load::Mix) -> PerOp {
     let closed = load::closed_loop(
         target.clone(),
         CAPACITY_CLIENTS,
@@ -64,8 +79,7 @@ async fn capacity(target: &load::Target, mix: load::Mix) -> f64 {
     )
     .await;
     let counted = between(&closed, CAPACITY_WARM_UP, CAPACITY_SECS);
-    counted.iter().filter(|r| r.failure.is_none()).count() as f64
-        / (CAPACITY_SECS - CAPACITY_WARM_UP)
+    per_op(&counted, CAPACITY_SECS - CAPACITY_WARM_UP)
 }
 
 fn answered(records: &[Record]) -> Vec<&Record> {
@@ -82,7 +96,8 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
         .collect();
     let _pinned = Pinned::split(&stack_pids)?;
 
-    let capacity_before = capacity(&target, settings.mix).await;
+    let capacity_before_by_op = capacity(&target, settings.mix).await;
+    let capacity_before: f64 = capacity_before_by_op.iter().sum();
     anyhow::ensure!(
         capacity_before >= 10.0,
         "capacity measured at {capacity_before:.0}/s"
@@ -121,7 +136,8 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
     let after = after.stop().await;
     // Measured again once the stack is back: the mean of the two brackets the overload, so
     // that a neighbour's drift on this shared host does not pass for the stack's goodput.
-    let capacity_after = capacity(&target, settings.mix).await;
+    let capacity_after_by_op = capacity(&target, settings.mix).await;
+    let capacity_after: f64 = capacity_after_by_op.iter().sum();
     let capacity = (capacity_before + capacity_after) / 2.0;
 
     let during = between(&flood, 0.0, OVERLOAD_SECS);
@@ -207,7 +223,7 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
             threshold * 1000.0
         ),
     );
-    let by_op = [Op::Get, Op::Login, Op::Register]
+    let by_op = OPS
         .iter()
         .map(|op| {
             let of: Vec<&Record> = ok.iter().copied().filter(|r| r.op == *op).collect();
@@ -226,6 +242,25 @@ pub async fn overload(stack: &mut Stack, settings: Settings) -> anyhow::Result<O
         .join("; ");
     o.notes
         .push(format!("admitted during the overload: {by_op}"));
+    // Goodput counts requests, whatever they cost: say what each operation kept.
+    let during_by_op = per_op(&during, OVERLOAD_SECS);
+    let kept = OPS
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let at_capacity = (capacity_before_by_op[i] + capacity_after_by_op[i]) / 2.0;
+            format!(
+                "{op:?} {at_capacity:.1} → {:.1} ({:.0} %)",
+                during_by_op[i],
+                during_by_op[i] / at_capacity * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    o.notes.push(format!(
+        "answers a second by operation, at capacity (mean of the two measures) → during the \
+         overload: {kept}"
+    ));
     // The gateway's own view: from admission to answer, in its access log.
     let mut inside: Vec<f64> = stack
         .gateway
