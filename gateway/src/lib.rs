@@ -12,10 +12,10 @@
 //! - module `reply`: the JSON bodies: the `{code, message, data}` envelope and `{error}`.
 //! - [`cors`]: which pages on other origins may call the API from a browser.
 //! - module `docs`: the `/docs` page (Swagger UI), served from the binary.
-//! - module `admission`: bounds on URI and headers, rate limits and load shedding, before
-//!   routing.
+//! - module `admission`: bounds on URI and headers, and rate limits, before routing.
 //! - [`limits`]: the rate limiters (gateway, client IP, log-ins per IP and per account).
-//! - [`shedding`]: adaptive load shedding while the CPU is saturated.
+//! - [`shedding`]: adaptive load shedding while the CPU is saturated, a bound per IDL route
+//!   (each route's service asks it first).
 //! - [`server`]: the connection loop (header-read and idle timeouts, a connection bound,
 //!   a shutdown that refuses new connections and answers those in flight).
 //! - [`app`], [`serve`]: the whole service (health, OpenAPI, metrics, access log, timeout) and
