@@ -51,8 +51,8 @@ const CALM_SECONDS: usize = 30;
 /// In-flight requests never refused, per CPU the gateway may use, however the estimate
 /// moves: to start shedding (a few waiting on each CPU is ordinary jitter on a busy host,
 /// not an overload), and while shedding with the CPUs saturated (one running and one
-/// waiting on each is not a queue). The gap between them keeps an overload's queue short without mistaking a busy
-/// moment for one.
+/// waiting on each is not a queue). The gap between them keeps an overload's queue short
+/// without mistaking a busy moment for one.
 const START_IN_FLIGHT_PER_CPU: usize = 4;
 const KEEP_IN_FLIGHT_PER_CPU: usize = 2;
 /// A route's bucket shows a standing queue only with this many requests: one slow request is
