@@ -55,8 +55,7 @@ const STOP_WITHIN: f64 = 2.0;
 const REREGISTER_WITHIN: f64 = 3.0;
 
 /// Faults run only when named with `--only`: the control run, and the overload, which pins
-/// processes to CPUs, needs a quiet machine, and meets its goals in some runs only (README,
-/// "Overload").
+/// processes to CPUs and needs a quiet machine to mean anything (README, "Overload").
 pub const ON_REQUEST: &[&str] = &["control", "overload"];
 
 /// Every fault: name (for `--only`), what is done, the goal.
