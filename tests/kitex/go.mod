@@ -8,6 +8,7 @@ require (
 	github.com/cloudwego/hertz v0.10.4
 	github.com/cloudwego/kitex v0.16.3
 	github.com/golang-jwt/jwt/v5 v5.3.1
+	github.com/hertz-contrib/obs-opentelemetry/tracing v0.4.1
 	github.com/kitex-contrib/obs-opentelemetry v0.3.0
 	github.com/kitex-contrib/registry-etcd v0.2.6
 	github.com/mattn/go-sqlite3 v1.14.53

@@ -35,9 +35,10 @@ import (
 // --otlp-endpoint, the Go ones from OTEL_EXPORTER_OTLP_ENDPOINT.
 
 const (
-	userServiceName = "service.music.user" // service.name of either user service
-	gatewayName     = "gateway"            // service.name of our gateway
-	kitexClientName = "kitexclient"        // service.name of cmd/kitexclient
+	userServiceName  = "service.music.user" // service.name of either user service
+	gatewayName      = "gateway"            // service.name of our gateway
+	kitexClientName  = "kitexclient"        // service.name of cmd/kitexclient
+	hertzGatewayName = "hertz-gateway"      // service.name of cmd/gateway
 )
 
 // The Go peer alone, as a Kitex user sets tracing up: the server span of a call continues the
@@ -195,6 +196,40 @@ func TestKitexServiceContinuesTheGatewayTrace(t *testing.T) {
 	t.Logf("the trace:\n%s", trace)
 }
 
+// The Go stack traced as a Hertz and Kitex user traces it (the baseline of scripts/bench's
+// observability phase): Hertz's server span continues the caller's trace, the Kitex client
+// span descends from it, and the Kitex service's server span is that client span's child.
+func TestGoStackTracesFromHertzToKitex(t *testing.T) {
+	e := startEtcd(t)
+	r := startTraceReceiver(t)
+	goUserService(t, e)
+	gw := hertzGateway(t, e)
+
+	traceID, callerSpanID, _ := registerInTrace(t, gw, "traced-through-hertz")
+
+	var hertzServer, hertzClient, kitexServer otlp.Span
+	trace, ok := r.WaitTrace(traceID, soon, func(tr otlp.Trace) bool {
+		var found [3]bool
+		hertzServer, found[0] = tr.Find(hertzGatewayName, ptrace.SpanKindServer)
+		hertzClient, found[1] = tr.Find(hertzGatewayName, ptrace.SpanKindClient)
+		kitexServer, found[2] = tr.Find(userServiceName, ptrace.SpanKindServer)
+		return found == [3]bool{true, true, true}
+	})
+	if !ok {
+		t.Fatalf("within %v, trace %s lacks the Hertz gateway's SERVER or CLIENT span or the Kitex service's SERVER span:\n%s\nall spans received:\n%s", soon, traceID, trace, otlp.Trace(r.Spans()))
+	}
+	if hertzServer.ParentSpanID != callerSpanID {
+		t.Errorf("the Hertz server span %s has parent %q, not the caller's span %s:\n%s", hertzServer.SpanID, hertzServer.ParentSpanID, callerSpanID, trace)
+	}
+	if !trace.Descends(hertzClient, hertzServer.SpanID) {
+		t.Errorf("the Kitex client span %s does not descend from the Hertz server span %s:\n%s", hertzClient.SpanID, hertzServer.SpanID, trace)
+	}
+	if kitexServer.ParentSpanID != hertzClient.SpanID {
+		t.Errorf("the Kitex server span's parent is %q, not the gateway's client span %s:\n%s", kitexServer.ParentSpanID, hertzClient.SpanID, trace)
+	}
+	t.Logf("the trace:\n%s", trace)
+}
+
 // A Kitex client with obs-opentelemetry's client suite calls our user service: our server
 // span continues the Kitex trace, its parent the Kitex client span.
 func TestRustServiceContinuesTheKitexTrace(t *testing.T) {
@@ -310,9 +345,22 @@ func waitForKitexClientCall(t *testing.T, r *otlp.Receiver) otlp.Trace {
 	return trace
 }
 
-// registerTraced registers username through the gateway at gw as part of a trace made up
-// here, checking that the gateway answers with its id; the trace id and the caller's span id.
+// registerTraced registers username through our gateway at gw as part of a trace made up
+// here, checking that the gateway answers with its id and the trace's id; the trace id and
+// the caller's span id.
 func registerTraced(t *testing.T, gw, username string) (traceID, spanID string) {
+	t.Helper()
+	traceID, spanID, header := registerInTrace(t, gw, username)
+	if got := header.Get("x-trace-id"); got != traceID {
+		t.Errorf("x-trace-id: %q, want the caller's trace id %s", got, traceID)
+	}
+	return traceID, spanID
+}
+
+// registerInTrace registers username through the gateway at gw (ours or Hertz) with a
+// traceparent made up here, checking that it succeeds; the trace id, the caller's span id and
+// the answer's header.
+func registerInTrace(t *testing.T, gw, username string) (traceID, spanID string, header http.Header) {
 	t.Helper()
 	traceID, spanID = randomHex(t, 16), randomHex(t, 8)
 	body := fmt.Sprintf(`{"username":%q,"password":"secret1"}`, username)
@@ -331,10 +379,7 @@ func registerTraced(t *testing.T, gw, username string) (traceID, spanID string) 
 	if err != nil || resp.StatusCode != http.StatusOK || env.Code != 0 {
 		t.Fatalf("register: HTTP %d %+v %v", resp.StatusCode, env, err)
 	}
-	if got := resp.Header.Get("x-trace-id"); got != traceID {
-		t.Errorf("x-trace-id: %q, want the caller's trace id %s", got, traceID)
-	}
-	return traceID, spanID
+	return traceID, spanID, resp.Header
 }
 
 // readRequest accepts one connection on l and reads one TTHeader frame from it (a big-endian

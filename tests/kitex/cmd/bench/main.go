@@ -18,7 +18,9 @@
 //  4. scale: 1000 instances against our discoverer (volo-etcd's example);
 //  5. observability: the cost of our metrics and traces: the Rust stack (gateway and service
 //     on the server CPUs) with metrics recorded and served and every request traced and
-//     exported, against the same stack with both off.
+//     exported, against the same stack with both off; then tracing alone, ours against the Go
+//     stack traced as its users trace it (obs-opentelemetry in Hertz and Kitex), each against
+//     itself untraced.
 //
 // In each round of phases 1, 2 and 5 both sides run back to back, each after its own warm-up,
 // the first of them alternating; figures are medians over rounds, ratios the median of the
@@ -99,6 +101,9 @@ func main() {
 	flag.StringVar(&cfg.command, "command", "", "the command line to print in the report (scripts/bench sets it)")
 	flag.Parse()
 	cfg.seconds = time.Duration(seconds) * time.Second
+	// Tracing is on only where the observability phase turns it on: our binaries and the Go
+	// peer's would otherwise all export to a collector set in the caller's environment.
+	os.Unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT")
 	if cfg.quick {
 		cfg.rounds, cfg.seconds, cfg.warmup = 1, 3*time.Second, time.Second
 		cfg.propagationRounds, cfg.kitexPropagationRounds, cfg.instances = 10, 2, 200
@@ -322,36 +327,64 @@ func (b *bench) rpcAndStackPhase() error {
 	return b.rounds(comparisons)
 }
 
-// observabilityPhase: two Rust stacks (each on its own etcd and SQLite file), one with
-// metrics on (the gateway's /metrics, the service's --metrics-listen, scraped once a second
-// by the driver, as a Prometheus would) and traces exported (--otlp-endpoint: the
-// Collector's OTLP receiver, run by the driver on the load CPUs, as a collector on another
-// host would be), and one with both off, on GET /api/user/:user_id.
+// observabilityPhase: the cost of observability, each stack against itself with it off, on
+// GET /api/user/:user_id, gateway and service on the server CPUs, each stack on its own etcd
+// and SQLite file. Traced stacks export every request (unless OTEL_TRACES_SAMPLER says
+// otherwise; both SDKs read it) to an OTLP receiver of their own, which the driver runs on the
+// load CPUs, as a collector on another host would be.
+//   - telemetry_cost: the Rust stack with metrics on (the gateway's /metrics and the service's
+//     --metrics-listen, scraped once a second by the driver, as a Prometheus would) and traces
+//     exported (--otlp-endpoint), against the Rust stack with both off;
+//   - rust_tracing_cost and go_tracing_cost: tracing alone, the Rust stack (metrics off)
+//     against the same stack off, and the Go stack (Hertz gateway and Kitex service with
+//     obs-opentelemetry, which its users trace with; no Prometheus exporter for either is
+//     served here) against itself untraced: the two ratios, side by side, compare the costs.
 func (b *bench) observabilityPhase() error {
 	type stack struct {
 		service, gateway *proc
 		url, token       string
 		id               int64
 	}
-	// The receiver first: the port freeAddr frees could otherwise be the one it is given.
-	sink, err := otlp.StartCounting("127.0.0.1:0")
-	if err != nil {
-		return err
+	// One receiver per traced stack, so that each one's spans are counted apart. Receivers
+	// first: the port freeAddr frees could otherwise be the one a receiver is given.
+	sinks := map[string]*otlp.Receiver{}
+	defer func() {
+		for _, sink := range sinks {
+			_ = sink.Stop(context.Background())
+		}
+	}()
+	for _, name := range []string{"telemetry-on", "rust-traced", "go-traced"} {
+		sink, err := otlp.StartCounting("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		sinks[name] = sink
 	}
-	defer func() { _ = sink.Stop(context.Background()) }()
 	metricsAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	start := func(name string, service, gateway []string) (s stack, err error) {
+	// Go takes its receiver from the environment, as the OTel SDK reads it.
+	goEnv := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sinks["go-traced"].Endpoint()}
+	start := func(name string, golang bool, service, gateway []string, env ...string) (s stack, err error) {
 		e, err := b.ps.startEtcd("etcd-"+name, "")
 		if err != nil {
 			return s, err
 		}
-		if s.service, _, err = b.rustService(name+"-service", b.cfg.serverCPUs, e, service...); err != nil {
+		if golang {
+			s.service, _, err = b.kitexService(name+"-service", e, env...)
+		} else {
+			s.service, _, err = b.rustService(name+"-service", b.cfg.serverCPUs, e, service...)
+		}
+		if err != nil {
 			return s, err
 		}
-		if s.gateway, s.url, err = b.rustGateway(name+"-gateway", e, gateway...); err != nil {
+		if golang {
+			s.gateway, s.url, err = b.hertzGateway(name+"-gateway", e, env...)
+		} else {
+			s.gateway, s.url, err = b.rustGateway(name+"-gateway", e, gateway...)
+		}
+		if err != nil {
 			return s, err
 		}
 		if err := register(s.url); err != nil {
@@ -360,31 +393,54 @@ func (b *bench) observabilityPhase() error {
 		s.token, s.id, err = login(s.url)
 		return s, err
 	}
-	off, err := start("telemetry-off", nil, []string{"--metrics", "off"})
+	rustOff, err := start("telemetry-off", false, nil, []string{"--metrics", "off"})
 	if err != nil {
 		return err
 	}
-	on, err := start("telemetry-on",
-		[]string{"--metrics-listen", metricsAddr, "--otlp-endpoint", sink.Endpoint()},
-		[]string{"--otlp-endpoint", sink.Endpoint()})
+	rustOn, err := start("telemetry-on", false,
+		[]string{"--metrics-listen", metricsAddr, "--otlp-endpoint", sinks["telemetry-on"].Endpoint()},
+		[]string{"--otlp-endpoint", sinks["telemetry-on"].Endpoint()})
 	if err != nil {
 		return err
 	}
-	stopScraping := scrapeEverySecond(on.url+"/metrics", "http://"+metricsAddr+"/metrics")
+	rustTraced, err := start("rust-traced", false,
+		[]string{"--otlp-endpoint", sinks["rust-traced"].Endpoint()},
+		[]string{"--metrics", "off", "--otlp-endpoint", sinks["rust-traced"].Endpoint()})
+	if err != nil {
+		return err
+	}
+	goOff, err := start("go-untraced", true, nil, nil)
+	if err != nil {
+		return err
+	}
+	goTraced, err := start("go-traced", true, nil, nil, goEnv...)
+	if err != nil {
+		return err
+	}
+	stopScraping := scrapeEverySecond(rustOn.url+"/metrics", "http://"+metricsAddr+"/metrics")
 	defer stopScraping()
-	get := func(s stack) httpRequest {
-		return httpRequest{method: "GET", path: fmt.Sprintf("/api/user/%d", s.id), token: s.token}
+	get := func(s stack) loader {
+		return b.wrk(s.url, httpRequest{method: "GET", path: fmt.Sprintf("/api/user/%d", s.id), token: s.token})
 	}
-	cost := &comparison{key: "telemetry_cost", title: "Observability: the Rust stack with metrics (scraped every second) and traces (every request, exported over OTLP/HTTP) on vs both off, GET /api/user/:user_id",
-		sides: [2]*side{
-			{name: "metrics and traces on", servers: []*proc{on.gateway, on.service}, load: b.wrk(on.url, get(on))},
-			{name: "both off", servers: []*proc{off.gateway, off.service}, load: b.wrk(off.url, get(off))},
-		}}
-	if err := b.rounds([]*comparison{cost}); err != nil {
+	sideOf := func(name string, s stack) *side {
+		return &side{name: name, servers: []*proc{s.gateway, s.service}, load: get(s)}
+	}
+	comparisons := []*comparison{
+		{key: "telemetry_cost", title: "Observability: the Rust stack with metrics (scraped every second) and traces (exported over OTLP/HTTP) on vs both off, GET /api/user/:user_id",
+			sides: [2]*side{sideOf("metrics and traces on", rustOn), sideOf("both off", rustOff)}},
+		{key: "rust_tracing_cost", title: "Tracing alone, ours: the Rust stack traced vs not, GET /api/user/:user_id",
+			sides: [2]*side{sideOf("traced", rustTraced), sideOf("untraced", rustOff)}},
+		{key: "go_tracing_cost", title: "Tracing alone, theirs: the Go stack (Hertz + Kitex, obs-opentelemetry) traced vs not, GET /api/user/:user_id",
+			sides: [2]*side{sideOf("traced", goTraced), sideOf("untraced", goOff)}},
+	}
+	if err := b.rounds(comparisons); err != nil {
 		return err
 	}
-	// Proof that the "on" side exported: the receiver counted its spans (four a request).
-	b.report.spansExported = sink.Count()
+	// Proof that the traced stacks exported: what each receiver counted.
+	for name, sink := range sinks {
+		b.report.spansExported[name] = sink.Count()
+	}
+	b.report.Detail["spans_exported_by_stack"] = b.report.spansExported
 	return nil
 }
 
@@ -506,12 +562,12 @@ func (b *bench) rustService(name, cpus string, e *etcd, extra ...string) (*proc,
 
 // kitexService starts the Go peer's Kitex user service on the server CPUs with a fresh
 // SQLite file, registered in e by registry-etcd.
-func (b *bench) kitexService(name string, e *etcd) (*proc, string, error) {
+func (b *bench) kitexService(name string, e *etcd, env ...string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := b.ps.start(name, b.cfg.serverCPUs, b.goBin("userservice"), "-listen", addr,
+	p, err := b.ps.startWithEnv(name, b.cfg.serverCPUs, env, b.goBin("userservice"), "-listen", addr,
 		"-etcd-endpoints", e.endpoint, "-database-url", "sqlite://"+filepath.Join(b.ps.dir, name+".db"))
 	if err != nil {
 		return nil, "", err
@@ -542,12 +598,12 @@ func (b *bench) rustGateway(name string, e *etcd, extra ...string) (*proc, strin
 }
 
 // hertzGateway starts the seed's Hertz gateway on the server CPUs, resolving through e.
-func (b *bench) hertzGateway(name string, e *etcd) (*proc, string, error) {
+func (b *bench) hertzGateway(name string, e *etcd, env ...string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := b.ps.start(name, b.cfg.serverCPUs, b.goBin("gateway"), "-listen", addr,
+	p, err := b.ps.startWithEnv(name, b.cfg.serverCPUs, env, b.goBin("gateway"), "-listen", addr,
 		"-etcd-endpoints", e.endpoint, "-jwt-secret", jwtSecret)
 	if err != nil {
 		return nil, "", err

@@ -76,6 +76,11 @@ type procs struct {
 // start runs bin with args, pinned to cpus when it is not empty; the process gets its own
 // process group, so Ctrl-C reaches the driver alone, which then stops everything in order.
 func (ps *procs) start(name, cpus, bin string, args ...string) (*proc, error) {
+	return ps.startWithEnv(name, cpus, nil, bin, args...)
+}
+
+// startWithEnv is start with env ("NAME=value") added to the driver's environment.
+func (ps *procs) startWithEnv(name, cpus string, env []string, bin string, args ...string) (*proc, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.closed {
@@ -93,6 +98,7 @@ func (ps *procs) start(name, cpus, bin string, args ...string) (*proc, error) {
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Pdeathsig: if the driver is killed outright, its servers do not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -155,8 +155,9 @@ type report struct {
 	comparisons []comparisonSummary
 	propagation map[string]propagation // "ours", "kitex"
 	scale       *scale
-	// spansExported: what the OTLP receiver of the observability phase counted.
-	spansExported int64
+	// spansExported: what each traced stack's OTLP receiver counted in the observability
+	// phase, by stack.
+	spansExported map[string]int64
 	failures      []string
 	// Detail is report.json's "detail": every raw figure, the settings and the machine.
 	Detail map[string]any
@@ -164,8 +165,9 @@ type report struct {
 
 func newReport(cfg config, loadCPUs []int) *report {
 	return &report{
-		cfg:         cfg,
-		propagation: map[string]propagation{},
+		cfg:           cfg,
+		propagation:   map[string]propagation{},
+		spansExported: map[string]int64{},
 		Detail: map[string]any{
 			"command": cfg.command,
 			"date":    time.Now().UTC().Format(time.RFC3339),
@@ -233,6 +235,8 @@ func (r *report) keys() [][2]any {
 	rpc, okRPC := r.comparison("rpc_get")
 	stack, okStack := r.comparison("stack_get")
 	cost, okCost := r.comparison("telemetry_cost")
+	rustTracing, okRustTracing := r.comparison("rust_tracing_cost")
+	goTracing, okGoTracing := r.comparison("go_tracing_cost")
 	ours, okOurs := r.propagation["ours"]
 	kitex, okKitex := r.propagation["kitex"]
 	sc := r.scale
@@ -246,7 +250,9 @@ func (r *report) keys() [][2]any {
 		{"rpc_vs_kitex_p99", num(okRPC, rpc.RatioP99)},
 		{"stack_vs_go_stack_rps", num(okStack, stack.RatioRPS)},
 		{"telemetry_on_vs_off_rps", num(okCost, cost.RatioRPS)},
-		{"spans_exported", num(okCost, float64(r.spansExported))},
+		{"spans_exported", num(okCost, float64(r.spansExported["telemetry-on"]))},
+		{"rust_tracing_vs_untraced_rps", num(okRustTracing, rustTracing.RatioRPS)},
+		{"go_tracing_vs_untraced_rps", num(okGoTracing, goTracing.RatioRPS)},
 		{"propagation_p99_ms", num(okOurs, ours.RegisterFirst.P99)},
 		{"kitex_propagation_p99_ms", num(okKitex, kitex.RegisterFirst.P99)},
 		{"deregister_p99_ms", num(okOurs, ours.DeregisterLast.P99)},
@@ -341,7 +347,11 @@ func (r *report) markdown() string {
 			rpsGoal = atLeast(c.RatioRPS, 1.2)
 		}
 		fmt.Fprintf(&md, "### %s\n\n%s", c.Title, note)
-		fmt.Fprintf(&md, "| | ours: %s | theirs: %s | ours ÷ theirs | goal | met? |\n|---|--:|--:|--:|---|---|\n", c.Ours.Name, c.Theirs.Name)
+		left, right, ratio := "ours: "+c.Ours.Name, "theirs: "+c.Theirs.Name, "ours ÷ theirs"
+		if strings.HasSuffix(c.key, "_cost") { // one stack against itself
+			left, right, ratio = c.Ours.Name, c.Theirs.Name, c.Ours.Name+" ÷ "+c.Theirs.Name
+		}
+		fmt.Fprintf(&md, "| | %s | %s | %s | goal | met? |\n|---|--:|--:|--:|---|---|\n", left, right, ratio)
 		row := func(name string, ours, theirs, ratio string, g *goal) {
 			fmt.Fprintf(&md, "| %s | %s | %s | %s %s|\n", name, ours, theirs, ratio, g.cells())
 		}
@@ -359,6 +369,19 @@ func (r *report) markdown() string {
 		row("load CPUs busy", percent(c.Ours.LoadCPUsBusy), percent(c.Theirs.LoadCPUsBusy), "", nil)
 		row("errors (all rounds)", fmt.Sprint(c.Ours.Errors), fmt.Sprint(c.Theirs.Errors), "", nil)
 		md.WriteString("\n")
+	}
+
+	rustTracing, okRust := r.comparison("rust_tracing_cost")
+	goTracing, okGo := r.comparison("go_tracing_cost")
+	if okRust && okGo {
+		md.WriteString("### Tracing's cost, side by side: each stack traced ÷ itself untraced\n\n")
+		md.WriteString("| | ours: Rust stack | theirs: Go stack (obs-opentelemetry) |\n|---|--:|--:|\n")
+		fmt.Fprintf(&md, "| requests/s, traced ÷ untraced | %s | %s |\n", ratioText(rustTracing.RatioRPS), ratioText(goTracing.RatioRPS))
+		fmt.Fprintf(&md, "| p99 latency, traced ÷ untraced | %s | %s |\n", ratioText(rustTracing.RatioP99), ratioText(goTracing.RatioP99))
+		fmt.Fprintf(&md, "| spans exported, warm-ups included | %s | %s |\n\n",
+			grouped(float64(r.spansExported["rust-traced"])), grouped(float64(r.spansExported["go-traced"])))
+		md.WriteString("A request makes five spans in the Rust stack (the HTTP request, `bind`, the RPC client call, the RPC server call, the query) " +
+			"and three in the Go stack (Hertz's server span, Kitex's client and server spans; its database is not instrumented).\n\n")
 	}
 
 	ours, okOurs := r.propagation["ours"]

@@ -2,6 +2,11 @@
 // client resolving through registry-etcd calls the user service, and every answer is
 // SendResponse's {code, message, data}. GET /api/user/:user_id needs a bearer token that
 // login issues (HS256).
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, requests are traced as a Hertz and Kitex user traces
+// them (see internal/telemetry): hertz-contrib/obs-opentelemetry's server tracer and
+// middleware make the HTTP server span, and kitex-contrib/obs-opentelemetry's client suite the
+// RPC client span, whose context travels over TTHeader to the service.
 package main
 
 import (
@@ -15,11 +20,15 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/retry"
 	"github.com/golang-jwt/jwt/v5"
+	hertztracing "github.com/hertz-contrib/obs-opentelemetry/tracing"
+	kitextracing "github.com/kitex-contrib/obs-opentelemetry/tracing"
 	etcd "github.com/kitex-contrib/registry-etcd"
 
+	"kitexpeer/internal/telemetry"
 	"kitexpeer/kitex_gen/music/base"
 	"kitexpeer/kitex_gen/music/service/user"
 	"kitexpeer/kitex_gen/music/service/user/userservice"
@@ -50,22 +59,42 @@ func main() {
 		log.Fatal("-jwt-secret must be 32 bytes or more")
 	}
 
+	tracing, err := telemetry.Setup(context.Background(), "hertz-gateway")
+	if err != nil {
+		log.Fatal(err)
+	}
 	r, err := etcd.NewEtcdResolver(strings.Split(*endpoints, ","))
 	if err != nil {
 		log.Fatal(err)
 	}
-	users, err := userservice.NewClient("service.music.user",
+	clientOpts := []client.Option{
 		client.WithResolver(r),
-		client.WithRPCTimeout(3*time.Second),
-		client.WithConnectTimeout(50*time.Millisecond),
+		client.WithRPCTimeout(3 * time.Second),
+		client.WithConnectTimeout(50 * time.Millisecond),
 		client.WithFailureRetry(retry.NewFailurePolicy()),
-	)
+	}
+	serverOpts := []config.Option{server.WithHostPorts(*listen)}
+	var traceRequests app.HandlerFunc
+	if tracing != nil {
+		// The suite also switches the client to TTHeader, which carries the trace context.
+		clientOpts = append(clientOpts, client.WithSuite(kitextracing.NewClientSuite()))
+		tracer, cfg := hertztracing.NewServerTracer()
+		serverOpts = append(serverOpts, tracer)
+		traceRequests = hertztracing.ServerMiddleware(cfg)
+	}
+	users, err := userservice.NewClient("service.music.user", clientOpts...)
 	if err != nil {
 		log.Fatal(err)
 	}
 	g := &gateway{users: users, secret: []byte(*secret)}
 
-	h := server.New(server.WithHostPorts(*listen))
+	h := server.New(serverOpts...)
+	if traceRequests != nil {
+		h.Use(traceRequests)
+	}
+	// Spin returns after Hertz's own SIGINT/SIGTERM handler shut the server down; the spans
+	// still batched go out then.
+	h.OnShutdown = append(h.OnShutdown, func(context.Context) { tracing.Shutdown() })
 	h.GET("/healthz", func(ctx context.Context, c *app.RequestContext) { c.String(http.StatusOK, "ok") })
 	userGroup := h.Group("/api/user")
 	userGroup.POST("/register", g.createUser)
