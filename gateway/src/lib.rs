@@ -286,12 +286,12 @@ where
         };
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let span = request_span(&req, &id);
         let incoming = req.headers().get(TRACEPARENT).and_then(|parent| {
             let state = req.headers().get(TRACESTATE);
             TraceContext::parse(parent.to_str().ok()?, state.and_then(|s| s.to_str().ok()))
         });
-        let trace = telemetry::continue_trace(&span, "server", incoming);
+        let (span, trace) = telemetry::serve_in_span(incoming, || request_span(&req, &id));
+        let exported = telemetry::exporting() && !span.is_disabled() && trace.sampled();
         let trace_id = trace.trace_id();
         let mut resp = match telemetry::scope(trace, self.inner.call(cx, req))
             .instrument(span.clone())
@@ -310,8 +310,8 @@ where
             let key = (method.clone(), resp.status(), route);
             self.metrics.record(key, http_labels, took);
         }
-        if !span.is_disabled() && telemetry::exporting() {
-            end_request_span(&span, &method, route, resp.status());
+        if exported {
+            end_request_span(&span, &method, uri.path(), route, resp.status());
         }
         tracing::info!(
             target: "gateway::access",
@@ -336,23 +336,27 @@ fn request_span(req: &Request, id: &HeaderValue) -> Span {
     if rpc::runtime::GATEWAY_PATHS.contains(&req.uri().path()) {
         return Span::none();
     }
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "request",
         request_id = id.to_str().unwrap_or_default(),
         trace_id = Empty,
         otel.kind = Empty,
         otel.status_code = Empty,
-    );
-    if telemetry::exporting() {
-        span.set_attribute("http.request.method", req.method().as_str().to_owned());
-        span.set_attribute("url.path", req.uri().path().to_owned());
-    }
-    span
+    )
 }
 
 /// Names the exported server span after its route (OpenTelemetry's `{method} {route}`), once
-/// routing has told the route, and marks a 5xx answer as an error.
-fn end_request_span(span: &Span, method: &http::Method, route: &str, status: StatusCode) {
+/// routing has told the route, adds the request's attributes, and marks a 5xx answer as an
+/// error.
+fn end_request_span(
+    span: &Span,
+    method: &http::Method,
+    path: &str,
+    route: &str,
+    status: StatusCode,
+) {
+    span.set_attribute("http.request.method", method.as_str().to_owned());
+    span.set_attribute("url.path", path.to_owned());
     let cx = span.context();
     let otel = cx.span();
     if route == "other" {

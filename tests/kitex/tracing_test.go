@@ -196,6 +196,57 @@ func TestKitexServiceContinuesTheGatewayTrace(t *testing.T) {
 	t.Logf("the trace:\n%s", trace)
 }
 
+// Head sampling in our processes: with new traces unsampled (OTEL_TRACES_SAMPLER, the
+// standard variable), a request without a traceparent and one whose caller did not sample it
+// export no span, yet keep their trace id (x-trace-id); a caller's sampled trace is exported
+// whole, gateway and service, which follow its decision.
+func TestOnlySampledTracesAreExported(t *testing.T) {
+	requireOTLPFlag(t, "user-service", "USER_SERVICE_BIN")
+	requireOTLPFlag(t, "gateway", "GATEWAY_BIN")
+	e := startEtcd(t)
+	r := startTraceReceiver(t)
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+	rustUserService(t, e, "--otlp-endpoint", r.Endpoint())
+	gw := rustGateway(t, e, "--otlp-endpoint", r.Endpoint())
+
+	// A new trace: not sampled, but it has an id.
+	resp, err := http.Post(gw+"/api/user/register", "application/json", strings.NewReader(`{"username":"unsampled-root","password":"secret1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(resp.Header.Get("x-trace-id")) != 32 {
+		t.Fatalf("register without a traceparent: HTTP %d, x-trace-id %q", resp.StatusCode, resp.Header.Get("x-trace-id"))
+	}
+	// The caller's unsampled trace: its id, no span.
+	unsampled := randomHex(t, 16)
+	req, _ := http.NewRequest("POST", gw+"/api/user/register", strings.NewReader(`{"username":"unsampled-caller","password":"secret1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", fmt.Sprintf("00-%s-%s-00", unsampled, randomHex(t, 8)))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("x-trace-id"); resp.StatusCode != http.StatusOK || got != unsampled {
+		t.Fatalf("register with an unsampled traceparent: HTTP %d, x-trace-id %q, want %s", resp.StatusCode, got, unsampled)
+	}
+	// The caller's sampled trace, sent last: once its spans from both processes are in, so
+	// are any that the requests before it made (each process exports in order).
+	sampled, _ := registerTraced(t, gw, "sampled-caller")
+	trace, ok := r.WaitTrace(sampled, soon, func(tr otlp.Trace) bool {
+		_, gateway := tr.Find(gatewayName, ptrace.SpanKindServer)
+		_, service := tr.Find(userServiceName, ptrace.SpanKindServer)
+		_, db := tr.FindFunc(isDatabaseSpan)
+		return gateway && service && db
+	})
+	if !ok {
+		t.Fatalf("within %v, the sampled trace %s lacks the gateway's or the service's SERVER span or a database span:\n%s", soon, sampled, trace)
+	}
+	if all := r.Spans(); len(all) != len(trace) {
+		t.Errorf("spans exported outside the sampled trace %s:\n%s", sampled, otlp.Trace(all))
+	}
+}
+
 // The Go stack traced as a Hertz and Kitex user traces it (the baseline of scripts/bench's
 // observability phase): Hertz's server span continues the caller's trace, the Kitex client
 // span descends from it, and the Kitex service's server span is that client span's child.

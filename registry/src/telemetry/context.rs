@@ -41,10 +41,15 @@ pub struct TraceContext {
 impl TraceContext {
     /// A new trace, sampled, with random ids.
     pub fn root() -> Self {
+        Self::new_root(true)
+    }
+
+    /// A new trace with random ids, sampled or not.
+    pub(crate) fn new_root(sampled: bool) -> Self {
         Self {
             trace_id: fastrand::u128(1..),
             span_id: fastrand::u64(1..),
-            sampled: true,
+            sampled,
             state: None,
         }
     }

@@ -6,7 +6,10 @@ use tracing::{Instrument as _, field::Empty};
 use volo::{Layer, Service, context::Context};
 use volo_thrift::context::ClientContext;
 
-use super::{TRACE_ONLY, TraceContext, continue_trace, current, exporting, scope, span_if_traced};
+use super::{
+    TRACE_ONLY, TraceContext, continue_trace, current, exporting, scope, serve_in_span,
+    span_if_traced,
+};
 
 /// The metainfo key of the caller's request id: a transient value, as a Kitex client sends it
 /// with `metainfo.WithValue(ctx, "REQUEST_ID", id)` and our gateway sets it.
@@ -60,19 +63,20 @@ where
     async fn call(&self, cx: &mut Cx, req: Req) -> Result<S::Response, S::Error> {
         let method = cx.rpc_info().method().clone();
         let request_id = callers_request_id();
-        let span = tracing::info_span!(
-            "rpc.server",
-            method = %method,
-            request_id = request_id.as_deref(),
-            trace_id = Empty,
-            otel.name = Empty,
-            otel.kind = Empty,
-            otel.status_code = Empty,
-        );
-        if exporting() {
+        let (span, trace) = serve_in_span(TraceContext::from_metainfo(), || {
+            tracing::info_span!(
+                "rpc.server",
+                method = %method,
+                request_id = request_id.as_deref(),
+                trace_id = Empty,
+                otel.name = Empty,
+                otel.kind = Empty,
+                otel.status_code = Empty,
+            )
+        });
+        if exporting() && trace.sampled() {
             span.record("otel.name", format!("{}/{method}", self.service));
         }
-        let trace = continue_trace(&span, "server", TraceContext::from_metainfo());
         let result = scope(trace, self.inner.call(cx, req))
             .instrument(span.clone())
             .await;
