@@ -199,6 +199,7 @@ pub fn serve_in_span(
         let trace = continue_trace(&span, "server", incoming);
         return (span, trace);
     }
+    // Cleared even if `make` panics, or every later span of this thread would be left out.
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {

@@ -92,8 +92,8 @@ func main() {
 	if traceRequests != nil {
 		h.Use(traceRequests)
 	}
-	// Spin returns after Hertz's own SIGINT/SIGTERM handler shut the server down; the spans
-	// still batched go out then.
+	// Hertz runs these hooks when its own SIGINT/SIGTERM handler shuts the server down: the
+	// spans still batched go out then.
 	h.OnShutdown = append(h.OnShutdown, func(context.Context) { tracing.Shutdown() })
 	h.GET("/healthz", func(ctx context.Context, c *app.RequestContext) { c.String(http.StatusOK, "ok") })
 	userGroup := h.Group("/api/user")
