@@ -331,7 +331,7 @@ impl Shedder {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.roll(now);
         let tick = state.tick(now);
-        let slot = (tick % BUCKETS as u64) as usize;
+        let slot = slot(tick);
         state.window[slot].record(tick, latency);
         if let Some(stats) = state.routes.get_mut(route.index) {
             stats.window[slot].record(tick, latency);
@@ -372,7 +372,7 @@ impl State {
             self.last_second = second;
         }
         let calm = self.calm_seconds;
-        let slot = (done % BUCKETS as u64) as usize;
+        let slot = slot(done);
         let bucket = self.window[slot];
         if bucket.tick == done {
             self.best.fold(calm, &bucket);
@@ -393,13 +393,9 @@ impl State {
     /// still pass quickly.
     fn queue_standing(&self, now: Instant) -> bool {
         let last = self.tick(now).wrapping_sub(1);
-        self.window[(last % BUCKETS as u64) as usize].all_slower(last, 1, self.best.unloaded())
+        self.window[slot(last)].all_slower(last, 1, self.best.unloaded())
             || self.routes.iter().any(|route| {
-                route.window[(last % BUCKETS as u64) as usize].all_slower(
-                    last,
-                    MIN_ROUTE_SAMPLES,
-                    route.best.unloaded(),
-                )
+                route.window[slot(last)].all_slower(last, MIN_ROUTE_SAMPLES, route.best.unloaded())
             })
     }
 
@@ -447,7 +443,7 @@ impl State {
             .routes
             .iter()
             .filter_map(|route| {
-                let bucket = &route.window[(tick % BUCKETS as u64) as usize];
+                let bucket = &route.window[slot(tick)];
                 let unloaded = route.best.unloaded()?;
                 (bucket.tick == tick && bucket.finished > 0)
                     .then(|| (bucket.finished, unloaded * bucket.finished as u32))
@@ -457,6 +453,11 @@ impl State {
             });
         (finished > 0).then(|| total / finished as u32)
     }
+}
+
+/// The slot of bucket `tick` in a window.
+fn slot(tick: u64) -> usize {
+    (tick % BUCKETS as u64) as usize
 }
 
 /// The past buckets of a window (the current one, `current`, is still filling): the requests
